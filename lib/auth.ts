@@ -1,0 +1,82 @@
+import type { FastifyRequest } from 'fastify'
+import type { ApiKey } from './schemas.js'
+import { safeEqual } from './secrets.js'
+
+/** Who makes a request: an admin, or a plain username. */
+export interface Caller {
+  username: string
+  admin: boolean
+}
+
+/** Says who the caller is, or null (401). */
+export type Authenticate = (request: FastifyRequest) => Caller | null | Promise<Caller | null>
+
+export type Action = 'list' | 'get' | 'create' | 'patch' | 'delete'
+
+export interface AuthorizeContext {
+  caller: Caller
+  action: Action
+  namespace: string
+  /** The stored key; for `create` the key about to be created, for `patch` the key as patched. */
+  key: ApiKey
+}
+
+export type Authorize = (context: AuthorizeContext) => boolean | Promise<boolean>
+
+/** Admins may do everything; anyone else only touches keys of its own username. */
+export const defaultAuthorize: Authorize = ({ caller, key }) => caller.admin || key.username === caller.username
+
+/** The credentials of an `Authorization: <scheme> <credentials>` header, if the scheme matches. */
+export function credentialsOf (request: FastifyRequest, scheme: string): string | null {
+  const header = request.headers.authorization
+  if (typeof header !== 'string') return null
+  const match = /^(\S+) +(\S+) *$/.exec(header)
+  return match !== null && match[1].toLowerCase() === scheme.toLowerCase() ? match[2] : null
+}
+
+/**
+ * Accepts `Authorization: Bearer <token>` for any of `tokens`, compared in constant time. Its
+ * callers are admins, with the username `admin` unless another is given.
+ */
+export function bearerTokens (tokens: string[], options: { username?: string } = {}): Authenticate {
+  if (!Array.isArray(tokens) || tokens.length === 0 || tokens.some(token => typeof token !== 'string' || token.length === 0)) {
+    throw new TypeError('bearerTokens: tokens must be a non-empty array of non-empty strings')
+  }
+  const caller: Caller = { username: options.username ?? 'admin', admin: true }
+  return (request) => {
+    const given = credentialsOf(request, 'Bearer')
+    if (given === null) return null
+    // Compare with every token, so the time taken does not tell which one (or whether any) matched.
+    let matched = false
+    for (const token of tokens) matched = safeEqual(given, token) || matched
+    return matched ? { ...caller } : null
+  }
+}
+
+/**
+ * Accepts `Authorization: Key <secret>` for any API key of the plugin, acting as the key's
+ * username; an admin only when that username is one of `admins`.
+ */
+export function apiKeyAuth (options: { admins?: string[] } = {}): Authenticate {
+  const admins = new Set(options.admins ?? [])
+  return async (request) => {
+    const secret = credentialsOf(request, 'Key')
+    if (secret === null) return null
+    const key = await request.server.apiKeys.verify(secret, request)
+    return key && { username: key.username, admin: admins.has(key.username) }
+  }
+}
+
+/** The first authenticator that accepts the request wins. */
+export function anyOf (...authenticators: Authenticate[]): Authenticate {
+  if (authenticators.length === 0 || authenticators.some(a => typeof a !== 'function')) {
+    throw new TypeError('anyOf: give one or more authenticate functions')
+  }
+  return async (request) => {
+    for (const authenticate of authenticators) {
+      const caller = await authenticate(request)
+      if (caller) return caller
+    }
+    return null
+  }
+}

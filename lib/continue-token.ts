@@ -1,0 +1,51 @@
+/**
+ * The continue token of a paged list, after the Kubernetes API server's: a small versioned struct,
+ * base64url without padding, whose start key is relative to `<root>/apikeys/`.
+ */
+export interface ContinueToken {
+  /** The etcd revision of the walk's first page; every later page reads at it. */
+  rev: number
+  /** The next range start key, relative to `<root>/apikeys/`: `<namespace>/<last name>\u0000`. */
+  start: string
+}
+
+const MAX_TOKEN_LENGTH = 1024
+const BASE64URL = /^[A-Za-z0-9_-]+$/
+
+export class InvalidContinueTokenError extends Error {}
+
+export function encodeContinueToken (token: ContinueToken): string {
+  return Buffer.from(JSON.stringify({ v: 1, rev: token.rev, start: token.start }), 'utf8').toString('base64url')
+}
+
+/**
+ * Decodes a token and checks that it stays inside `namespace`: its start key must be
+ * `<namespace>/<rest>` where `rest` holds no `/`, so a token can never climb into another namespace
+ * or out of the records prefix. Whether `rev` is still readable is for etcd to say.
+ */
+export function decodeContinueToken (text: string, namespace: string): ContinueToken {
+  if (text.length > MAX_TOKEN_LENGTH || !BASE64URL.test(text)) {
+    throw new InvalidContinueTokenError('continue token is not valid base64url')
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'))
+  } catch {
+    throw new InvalidContinueTokenError('continue token is not a token of this server')
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new InvalidContinueTokenError('continue token is not a token of this server')
+  }
+  const { v, rev, start, ...rest } = parsed as Record<string, unknown>
+  if (v !== 1 || Object.keys(rest).length > 0 || typeof start !== 'string') {
+    throw new InvalidContinueTokenError('continue token is not a token of this server')
+  }
+  if (typeof rev !== 'number' || !Number.isSafeInteger(rev) || rev <= 0) {
+    throw new InvalidContinueTokenError('continue token names an invalid revision')
+  }
+  const own = `${namespace}/`
+  if (!start.startsWith(own) || start.includes('/', own.length)) {
+    throw new InvalidContinueTokenError('continue token does not belong to this namespace')
+  }
+  return { rev, start }
+}

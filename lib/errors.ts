@@ -1,0 +1,71 @@
+import createError, { type FastifyErrorConstructor } from '@fastify/error'
+import { InvalidContinueTokenError } from './continue-token.js'
+
+// Typed errors of the store. They say what happened in etcd; `toHttpError` is the one place that
+// turns them into answers.
+export class KeyNotFoundError extends Error {}
+export class KeyExistsError extends Error {}
+/** `If-Match` named another version than the stored one. */
+export class VersionMismatchError extends Error {}
+/** A read at a revision that etcd has compacted. */
+export class RevisionCompactedError extends Error {}
+/** A read at a revision etcd has not reached. */
+export class FutureRevisionError extends Error {}
+/** etcd could not answer within the request's deadline. */
+export class EtcdUnavailableError extends Error {}
+
+// The errors a client sees. Each has a stable code and its HTTP status (listed in the README).
+export const InvalidArgumentError = createError('FST_APIKEYS_INVALID_ARGUMENT', '%s', 400)
+export const UnauthenticatedError = createError('FST_APIKEYS_UNAUTHENTICATED', 'valid credentials are required', 401)
+export const ForbiddenError = createError('FST_APIKEYS_FORBIDDEN', 'permission denied: %s', 403)
+export const NotFoundError = createError('FST_APIKEYS_NOT_FOUND', '%s', 404)
+export const MethodNotAllowedError = createError('FST_APIKEYS_METHOD_NOT_ALLOWED', 'method %s is not allowed here', 405)
+export const UnsupportedMediaTypeError = createError('FST_APIKEYS_UNSUPPORTED_MEDIA_TYPE', 'unsupported Content-Type; send %s', 415)
+export const ConflictError = createError('FST_APIKEYS_ALREADY_EXISTS', '%s', 409)
+export const ContinueExpiredError = createError('FST_APIKEYS_CONTINUE_EXPIRED',
+  'the continue token has expired: etcd compacted its revision; restart the list without it', 410)
+export const PreconditionFailedError = createError('FST_APIKEYS_PRECONDITION_FAILED',
+  'If-Match does not match the current ETag of the apikey', 412)
+export const UnavailableError = createError('FST_APIKEYS_UNAVAILABLE', 'etcd did not answer in time; retry later', 503)
+export const InternalError = createError('FST_APIKEYS_INTERNAL', 'internal error', 500)
+
+/** Every error code of this plugin, for the README and for hosts that match on them. */
+export const errorCodes: FastifyErrorConstructor[] = [
+  InvalidArgumentError, UnauthenticatedError, ForbiddenError, NotFoundError, MethodNotAllowedError,
+  UnsupportedMediaTypeError, ConflictError, ContinueExpiredError, PreconditionFailedError, UnavailableError, InternalError
+]
+
+/** Seconds a client is asked to wait after a 503. */
+export const RETRY_AFTER_SECONDS = 1
+
+/** Sensu Go's error codes, by HTTP status. */
+export function sensuCode (status: number): number {
+  switch (status) {
+    case 401: return 5
+    case 403: return 4
+    case 404: return 2
+    case 409: return 3
+    case 410: case 412: return 7
+    case 429: return 9
+    case 503: return 8
+    default: return status >= 400 && status < 500 ? 1 : 0
+  }
+}
+
+/**
+ * Maps a store error to the error the client sees. Errors that already carry a 4xx status (ours,
+ * and Fastify's own: body too large, unsupported media type) keep it.
+ */
+export function toHttpError (err: unknown): Error & { statusCode: number } {
+  if (err instanceof KeyNotFoundError) return new NotFoundError(err.message)
+  if (err instanceof KeyExistsError) return new ConflictError(err.message)
+  if (err instanceof VersionMismatchError) return new PreconditionFailedError()
+  if (err instanceof RevisionCompactedError) return new ContinueExpiredError()
+  if (err instanceof FutureRevisionError) return new InvalidArgumentError('continue token names a revision etcd has not reached')
+  if (err instanceof InvalidContinueTokenError) return new InvalidArgumentError(err.message)
+  if (err instanceof EtcdUnavailableError) return new UnavailableError()
+  const status = (err as { statusCode?: unknown } | null)?.statusCode
+  if (typeof status === 'number' && status >= 400 && status < 500) return err as Error & { statusCode: number }
+  if (typeof status === 'number' && status === 503) return new UnavailableError()
+  return new InternalError()
+}

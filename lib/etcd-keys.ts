@@ -1,0 +1,53 @@
+/**
+ * The one place that builds etcd keys. Every prefix used for a range ends in `/`, so namespace
+ * `dev` never sees `dev2`, and `apikeys/` never sees `apikey-digests/`.
+ */
+export class EtcdKeys {
+  readonly root: string
+  /** `<root>/apikeys/`: every record, all namespaces. */
+  readonly records: string
+  /** `<root>/apikey-digests/`: the digest index. */
+  readonly digests: string
+
+  constructor (root: string) {
+    this.root = root
+    this.records = `${root}/apikeys/`
+    this.digests = `${root}/apikey-digests/`
+  }
+
+  /** `<root>/apikeys/<namespace>/` */
+  namespace (namespace: string): string {
+    return `${this.records}${namespace}/`
+  }
+
+  record (namespace: string, name: string): string {
+    return `${this.namespace(namespace)}${name}`
+  }
+
+  digest (hexDigest: string): string {
+    return `${this.digests}${hexDigest}`
+  }
+
+  /** What a digest index entry holds: `<namespace>/<name>`. */
+  static digestTarget (namespace: string, name: string): string {
+    return `${namespace}/${name}`
+  }
+
+  /** A key relative to `records`, as continue tokens carry it. */
+  relativeToRecords (key: string): string {
+    if (!key.startsWith(this.records)) throw new Error(`key outside ${this.records}`)
+    return key.slice(this.records.length)
+  }
+}
+
+/** The end of the etcd range that covers every key starting with `prefix`. */
+export function rangeEnd (prefix: string): Buffer {
+  const end = Buffer.from(prefix, 'utf8')
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i] < 0xff) {
+      end[i]++
+      return end.subarray(0, i + 1)
+    }
+  }
+  return Buffer.from([0])
+}

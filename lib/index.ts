@@ -1,0 +1,79 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { Etcd3 } from 'etcd3'
+import { resolveOptions, type ApiKeysOptions } from './options.js'
+import { ApiKeyStore } from './store.js'
+import { apiKeyRoutes } from './routes.js'
+import { defaultAuthorize, type Caller } from './auth.js'
+import { digestSecret, isWellFormedSecret } from './secrets.js'
+import { requestDeadline } from './deadline.js'
+import type { ApiKey } from './schemas.js'
+
+/** What the plugin decorates the Fastify instance with, as `fastify.apiKeys`. */
+export interface ApiKeys {
+  /**
+   * The key a secret belongs to, or null when it is malformed, forged or revoked (a malformed one
+   * without reading etcd). Given the request, the lookup shares its deadline. Rejects with a 503
+   * error when etcd cannot answer in time.
+   */
+  verify(secret: string, request?: FastifyRequest): Promise<ApiKey | null>
+  /** The etcd client the plugin uses. */
+  readonly etcd: Etcd3
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    apiKeys: ApiKeys
+  }
+  interface FastifyRequest {
+    /** Who made the request, once the plugin's routes have authenticated it. */
+    apiKeyCaller: Caller | null
+  }
+}
+
+async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOptions) {
+  const settings = resolveOptions(opts)
+  const owned = !(settings.etcd instanceof Etcd3)
+  const client = settings.etcd instanceof Etcd3 ? settings.etcd : new Etcd3(settings.etcd)
+  const store = new ApiKeyStore(client, settings.root)
+
+  // Fail the boot, not the first request, when etcd cannot be reached.
+  try {
+    await store.ping(requestDeadline(undefined, settings.requestTimeout))
+  } catch (err) {
+    if (owned) client.close()
+    throw new Error(`fastify-etcd-apikeys: etcd did not answer within ${settings.requestTimeout} ms`, { cause: err })
+  }
+  if (owned) fastify.addHook('onClose', async () => client.close())
+
+  const apiKeys: ApiKeys = {
+    async verify (secret, request) {
+      if (typeof secret !== 'string' || !isWellFormedSecret(secret, settings.keyPrefix)) return null
+      return await store.findByDigest(digestSecret(secret), requestDeadline(request, settings.requestTimeout))
+    },
+    etcd: client
+  }
+  fastify.decorate('apiKeys', apiKeys)
+  fastify.decorateRequest('apiKeyCaller', null)
+
+  await fastify.register(apiKeyRoutes, {
+    prefix: settings.basePath,
+    store,
+    settings,
+    authorize: settings.authorize ?? defaultAuthorize,
+    defaultPolicy: settings.authorize === undefined
+  })
+}
+
+export const fastifyEtcdApiKeysPlugin = fp(fastifyEtcdApiKeys, { name: 'fastify-etcd-apikeys', fastify: '5.x' })
+export default fastifyEtcdApiKeysPlugin
+
+export { bearerTokens, apiKeyAuth, anyOf, defaultAuthorize } from './auth.js'
+export type { Caller, Authenticate, Authorize, AuthorizeContext, Action } from './auth.js'
+export type { ApiKeysOptions } from './options.js'
+export { defaults } from './options.js'
+export * as schemas from './schemas.js'
+export type { ApiKey, CreatedApiKey, CreateApiKeyBody, PatchApiKeyBody, ErrorBody } from './schemas.js'
+export { encodeContinueToken, decodeContinueToken, type ContinueToken } from './continue-token.js'
+export { generateSecret, isWellFormedSecret, digestSecret } from './secrets.js'
+export * from './errors.js'

@@ -1,0 +1,89 @@
+import { Etcd3, type IOptions } from 'etcd3'
+import type { Authenticate, Authorize } from './auth.js'
+
+export interface ApiKeysOptions {
+  /** etcd client options, or an Etcd3 client the host already has (the plugin closes only its own). */
+  etcd?: IOptions | Etcd3
+  /** etcd key root. Default `/sensu.io`. */
+  root?: string
+  /** Where the routes live. Default `/api/core/v2`. */
+  basePath?: string
+  /** The prefix of every secret, for secret scanners. Default `sak_`. */
+  keyPrefix?: string
+  /** Largest request body in bytes. Default 65536. */
+  bodyLimit?: number
+  /** Milliseconds for all of one request's etcd work, retries included. Default 5000. */
+  requestTimeout?: number
+  /** Says who the caller is, or null (401). Required. */
+  authenticate: Authenticate
+  /** Decides what a caller may do. Default: admins everything, others their own username's keys. */
+  authorize?: Authorize
+}
+
+export interface ResolvedOptions {
+  etcd: IOptions | Etcd3
+  root: string
+  basePath: string
+  keyPrefix: string
+  bodyLimit: number
+  requestTimeout: number
+  authenticate: Authenticate
+  authorize?: Authorize
+}
+
+export const defaults = {
+  etcd: { hosts: 'http://127.0.0.1:2379' },
+  root: '/sensu.io',
+  basePath: '/api/core/v2',
+  keyPrefix: 'sak_',
+  bodyLimit: 64 * 1024,
+  requestTimeout: 5000
+} as const
+
+function fail (name: string, rule: string, value: unknown): never {
+  const shown = typeof value === 'function' ? 'a function' : JSON.stringify(value) ?? String(value)
+  throw new TypeError(`fastify-etcd-apikeys: option "${name}" ${rule} (got ${shown})`)
+}
+
+function positiveInteger (name: string, value: unknown, max = 2 ** 31 - 1): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > max) {
+    fail(name, `must be a positive integer no larger than ${max}`, value)
+  }
+  return value
+}
+
+function matching (name: string, value: unknown, pattern: RegExp, rule: string): string {
+  if (typeof value !== 'string' || !pattern.test(value)) fail(name, rule, value)
+  return value
+}
+
+function etcdOption (value: unknown): IOptions | Etcd3 {
+  if (value instanceof Etcd3) return value
+  if (typeof value !== 'object' || value === null) fail('etcd', 'must be etcd3 client options or an Etcd3 client', value)
+  const hosts = (value as IOptions).hosts
+  const list = typeof hosts === 'string' ? [hosts] : hosts
+  if (!Array.isArray(list) || list.length === 0 || list.some(h => typeof h !== 'string' || !/^https?:\/\/[^/\s]+\/?$/.test(h))) {
+    fail('etcd.hosts', 'must be one or more URLs like http://127.0.0.1:2379', hosts)
+  }
+  if (new Set(list.map(h => h.startsWith('https:'))).size > 1) fail('etcd.hosts', 'must not mix http:// and https://', hosts)
+  return value as IOptions
+}
+
+/** Every option checked at registration, with defaults applied; a wrong one names itself. */
+export function resolveOptions (options: Partial<ApiKeysOptions> | undefined): ResolvedOptions {
+  const o = options ?? {}
+  if (typeof o.authenticate !== 'function') {
+    fail('authenticate', 'is required: a function (request) => { username, admin } | null, for example bearerTokens([...])', o.authenticate)
+  }
+  if (o.authorize !== undefined && typeof o.authorize !== 'function') fail('authorize', 'must be a function', o.authorize)
+  return {
+    etcd: etcdOption(o.etcd ?? defaults.etcd),
+    root: matching('root', o.root ?? defaults.root, /^(\/[A-Za-z0-9._-]+)+$/, 'must be an etcd path like /sensu.io (a leading /, no trailing /)'),
+    basePath: matching('basePath', o.basePath ?? defaults.basePath, /^(\/[A-Za-z0-9._~-]+)*$/, 'must be a URL path like /api/core/v2 (a leading /, no trailing /)'),
+    keyPrefix: matching('keyPrefix', o.keyPrefix ?? defaults.keyPrefix, /^[A-Za-z0-9_-]{1,32}$/, 'must be 1 to 32 characters of A-Z a-z 0-9 _ -'),
+    bodyLimit: positiveInteger('bodyLimit', o.bodyLimit ?? defaults.bodyLimit),
+    requestTimeout: positiveInteger('requestTimeout', o.requestTimeout ?? defaults.requestTimeout),
+    authenticate: o.authenticate,
+    authorize: o.authorize
+  }
+}

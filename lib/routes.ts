@@ -1,0 +1,302 @@
+import { randomUUID } from 'node:crypto'
+import { Readable } from 'node:stream'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import {
+  ApiKey, ApiKeyParams, CreateApiKeyBody, CreatedApiKey, ErrorBody, ListQuery, NamespaceParams, PatchApiKeyBody
+} from './schemas.js'
+import type { Action, Authorize, Caller } from './auth.js'
+import {
+  ForbiddenError, InvalidArgumentError, KeyNotFoundError, MethodNotAllowedError, NotFoundError,
+  RETRY_AFTER_SECONDS, UnauthenticatedError, UnsupportedMediaTypeError, VersionMismatchError, sensuCode, toHttpError
+} from './errors.js'
+import { digestSecret, generateSecret } from './secrets.js'
+import { requestDeadline } from './deadline.js'
+import { typeBoxValidatorCompiler, firstProblem } from './validation.js'
+import type { ApiKeyStore } from './store.js'
+import type { ResolvedOptions } from './options.js'
+
+export interface RoutesOptions {
+  store: ApiKeyStore
+  settings: ResolvedOptions
+  authorize: Authorize
+  /** True when `authorize` is the default policy, whose answer for an admin is always yes. */
+  defaultPolicy: boolean
+}
+
+/** Pages are at most this long; a larger `limit` is read as this. */
+export const MAX_LIMIT = 1000
+
+const errorResponses = { '4xx': ErrorBody, '5xx': ErrorBody }
+const checkApiKey = TypeCompiler.Compile(ApiKey)
+
+/** The strong ETag of a key: its etcd revision, which changes on every update. */
+const etagOf = (revision: number) => `"${revision}"`
+
+/** Does `If-Match` (RFC 9110, strong comparison) match this revision? */
+function ifMatches (header: string, revision: number): boolean {
+  return header.split(',').some(tag => {
+    const t = tag.trim()
+    return t === '*' || t === etagOf(revision)
+  })
+}
+
+/** RFC 7396 JSON merge patch: `null` removes, objects merge, anything else replaces. */
+function mergePatch (target: unknown, patch: unknown): unknown {
+  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) return patch
+  const result: Record<string, unknown> = typeof target === 'object' && target !== null && !Array.isArray(target)
+    ? { ...target as Record<string, unknown> }
+    : {}
+  for (const [field, value] of Object.entries(patch)) {
+    if (field === '__proto__') continue
+    if (value === null) delete result[field]
+    else result[field] = mergePatch(result[field], value)
+  }
+  return result
+}
+
+const immutableFields: Array<[string, (key: ApiKey) => unknown]> = [
+  ['metadata.name', key => key.metadata?.name],
+  ['metadata.namespace', key => key.metadata?.namespace],
+  ['metadata.created_by', key => key.metadata?.created_by],
+  ['created_at', key => key.created_at]
+]
+
+/** The key as `patch` would leave it, checked like a new key; a 400 when it cannot be. */
+function patchedKey (current: ApiKey, patch: unknown): ApiKey {
+  const after = mergePatch(current, patch) as ApiKey
+  for (const [field, read] of immutableFields) {
+    if (read(after) !== read(current)) throw new InvalidArgumentError(`field "${field}" is immutable`)
+  }
+  const problem = firstProblem(checkApiKey, after, 'patched apikey')
+  if (problem !== null) throw new InvalidArgumentError(problem)
+  return after
+}
+
+/** The JSON array of a streamed list, one serialised key at a time. */
+async function * jsonArray (keys: AsyncIterable<ApiKey>, serialize: (key: ApiKey) => string): AsyncGenerator<string> {
+  let separator = '['
+  for await (const key of keys) {
+    yield separator + serialize(key)
+    separator = ','
+  }
+  yield separator === '[' ? '[]' : ']'
+}
+
+/** The request's caller; the onRequest hook has set it before any handler runs. */
+function callerOf (request: FastifyRequest): Caller {
+  return request.apiKeyCaller as Caller
+}
+
+/** Answers every error in Sensu's shape, with its code; no stack, no etcd key, no secret. */
+function sendError (error: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) {
+  const answer = toHttpError(error)
+  if (answer.statusCode === 503) {
+    request.log.warn({ err: error.cause ?? error }, 'etcd unavailable')
+    reply.header('retry-after', String(RETRY_AFTER_SECONDS))
+  } else if (answer.statusCode >= 500) {
+    request.log.error({ err: error }, 'apikey request failed')
+  }
+  return reply.code(answer.statusCode).send({ message: answer.message, code: sensuCode(answer.statusCode) })
+}
+
+/** The routes, in their own encapsulated context so that its parsers, hooks and handlers stay here. */
+export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings, authorize, defaultPolicy }: RoutesOptions) {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+  const { requestTimeout, keyPrefix, bodyLimit } = settings
+  const deadline = (request: FastifyRequest) => requestDeadline(request, requestTimeout)
+  const allowed = (request: FastifyRequest, action: Action, namespace: string, key: ApiKey) =>
+    authorize({ caller: callerOf(request), action, namespace, key })
+  const locationOf = (namespace: string, name: string) => `${app.prefix}/namespaces/${namespace}/apikey/${name}`
+
+  app.setValidatorCompiler(typeBoxValidatorCompiler)
+  app.setErrorHandler(sendError)
+  app.setNotFoundHandler((request, reply) => sendError(new NotFoundError(`no route ${request.method} ${request.url.split('?')[0]}`), request, reply))
+
+  // Only JSON bodies. An empty body of any type is no body; a non-empty one of another type is a
+  // 415. JSON errors get a fixed message: V8's would quote the body, and with it a secret.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  const jsonParser = (request: FastifyRequest, body: string | Buffer, done: (err: Error | null, body?: unknown) => void) => {
+    if (body === '') return done(null, undefined)
+    parseJson(request, body as string, (err: Error | null, value?: unknown) => {
+      if (err === null) return done(null, value)
+      done(new InvalidArgumentError(/prototype/.test(err.message)
+        ? 'body must not hold __proto__ or constructor.prototype'
+        : 'body is not valid JSON'))
+    })
+  }
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit }, jsonParser)
+  app.addContentTypeParser('application/merge-patch+json', { parseAs: 'string', bodyLimit }, (request, body, done) => {
+    if (request.method !== 'PATCH' && body !== '') return done(unsupportedMediaType(request))
+    jsonParser(request, body, done)
+  })
+  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit }, (request, body, done) => {
+    done(body === '' ? null : unsupportedMediaType(request), undefined)
+  })
+
+  // Authentication comes first, before any body is read: without valid credentials, a 401.
+  app.addHook('onRequest', async (request, reply) => {
+    deadline(request)
+    const caller = await settings.authenticate(request)
+    if (caller === null || caller === undefined) {
+      reply.header('www-authenticate', 'Bearer, Key')
+      throw new UnauthenticatedError()
+    }
+    if (typeof caller.username !== 'string' || caller.username === '' || typeof caller.admin !== 'boolean') {
+      throw new TypeError('authenticate must return { username: string, admin: boolean } or null')
+    }
+    request.apiKeyCaller = caller
+  })
+
+  for (const segment of ['apikey', 'apikeys']) {
+    const collection = `/namespaces/:namespace/${segment}`
+    const item = `${collection}/:apikey`
+
+    app.get(collection, {
+      schema: {
+        summary: 'List the API keys of a namespace',
+        params: NamespaceParams,
+        querystring: ListQuery,
+        response: { 200: Type.Array(ApiKey), ...errorResponses }
+      }
+    }, async (request, reply) => {
+      const { namespace } = request.params
+      const limit = Math.min(Number(request.query.limit ?? 0), MAX_LIMIT)
+      const continueToken = request.query.continue || undefined
+      const filter = defaultPolicy && callerOf(request).admin
+        ? undefined
+        : (key: ApiKey) => allowed(request, 'list', namespace, key)
+      if (limit > 0) {
+        const page = await store.listPage(namespace, { limit, continueToken, filter, ...deadline(request) })
+        if (page.continueToken) reply.header('sensu-continue', page.continueToken)
+        return page.items
+      }
+      const keys = await store.listAll(namespace, { continueToken, filter, batchTimeout: requestTimeout, ...deadline(request) })
+      const serialize = reply.compileSerializationSchema(ApiKey) as (key: ApiKey) => string
+      // A stream is sent as it is: each key went through the response schema's serializer above.
+      const stream = Readable.from(jsonArray(keys, serialize))
+      return reply.type('application/json; charset=utf-8').send(stream as unknown as ApiKey[])
+    })
+
+    app.post(collection, {
+      schema: {
+        summary: 'Create an API key; the answer holds its secret, shown this once',
+        params: NamespaceParams,
+        body: Type.Optional(CreateApiKeyBody),
+        response: { 201: CreatedApiKey, ...errorResponses }
+      },
+      // An empty body creates a key with defaults, as if it were {}.
+      preValidation: async (request) => { request.body ??= {} }
+    }, async (request, reply) => {
+      const { namespace } = request.params
+      const body = request.body ?? {}
+      const caller = callerOf(request)
+      if (body.metadata?.namespace !== undefined && body.metadata.namespace !== namespace) {
+        throw new InvalidArgumentError('field "metadata.namespace" does not match the namespace of the URL')
+      }
+      const { labels, annotations } = body.metadata ?? {}
+      const key: ApiKey = {
+        metadata: {
+          name: randomUUID(),
+          namespace,
+          ...(labels !== undefined && { labels }),
+          ...(annotations !== undefined && { annotations }),
+          created_by: caller.username
+        },
+        username: body.username ?? caller.username,
+        created_at: Math.floor(Date.now() / 1000),
+        ...(body.url !== undefined && { url: body.url }),
+        ...(body.sha512 !== undefined && { sha512: body.sha512 }),
+        ...(body.filters !== undefined && { filters: body.filters }),
+        ...(body.headers !== undefined && { headers: body.headers })
+      }
+      if (!await allowed(request, 'create', namespace, key)) {
+        throw new ForbiddenError(`${caller.username} may not create keys for user ${key.username}`)
+      }
+      const secret = generateSecret(keyPrefix)
+      const created = await store.create(key, digestSecret(secret), deadline(request))
+      return reply.code(201)
+        .header('location', locationOf(namespace, key.metadata.name))
+        .header('etag', etagOf(created.revision))
+        .send({ ...created.key, key: secret })
+    })
+
+    app.get(item, {
+      schema: {
+        summary: 'Read an API key',
+        params: ApiKeyParams,
+        response: { 200: ApiKey, ...errorResponses }
+      }
+    }, async (request, reply) => {
+      const { namespace, apikey } = request.params
+      const stored = await store.get(namespace, apikey, deadline(request))
+      if (stored === null || !await allowed(request, 'get', namespace, stored.key)) {
+        throw new NotFoundError(`apikey ${apikey} not found`)
+      }
+      reply.header('etag', etagOf(stored.revision))
+      return stored.key
+    })
+
+    app.patch(item, {
+      schema: {
+        summary: 'Update an API key with a JSON merge patch (RFC 7396)',
+        params: ApiKeyParams,
+        body: PatchApiKeyBody,
+        response: { 200: ApiKey, ...errorResponses }
+      },
+      preValidation: async (request) => {
+        if (request.body === undefined) throw new InvalidArgumentError('PATCH needs a JSON merge patch body')
+      }
+    }, async (request, reply) => {
+      const { namespace, apikey } = request.params
+      const ifMatch = request.headers['if-match']
+      const updated = await store.update(namespace, apikey, async (current) => {
+        // Visibility first, so that neither If-Match nor validation reveals another user's key.
+        if (!await allowed(request, 'get', namespace, current.key)) throw new KeyNotFoundError(`apikey ${apikey} not found`)
+        if (ifMatch !== undefined && !ifMatches(ifMatch, current.revision)) throw new VersionMismatchError()
+        const after = patchedKey(current.key, request.body)
+        if (!await allowed(request, 'patch', namespace, after)) {
+          throw new ForbiddenError(`${callerOf(request).username} may not make this change`)
+        }
+        return after
+      }, deadline(request))
+      reply.header('etag', etagOf(updated.revision))
+      return updated.key
+    })
+
+    app.delete(item, {
+      schema: {
+        summary: 'Revoke an API key',
+        params: ApiKeyParams,
+        response: { 204: Type.Null({ description: 'revoked' }), ...errorResponses }
+      }
+    }, async (request, reply) => {
+      const { namespace, apikey } = request.params
+      await store.delete(namespace, apikey, async (current) => {
+        if (!await allowed(request, 'get', namespace, current.key)) throw new KeyNotFoundError(`apikey ${apikey} not found`)
+        if (!await allowed(request, 'delete', namespace, current.key)) {
+          throw new ForbiddenError(`${callerOf(request).username} may not delete this key`)
+        }
+      }, deadline(request))
+      return reply.code(204).send(null)
+    })
+
+    // Other methods on these paths, and deeper paths (an unencoded `a/b`), answer in JSON too.
+    const methodNotAllowed = (allow: string) => async (request: FastifyRequest, reply: FastifyReply) => {
+      reply.header('allow', allow)
+      throw new MethodNotAllowedError(request.method)
+    }
+    app.route({ method: ['PUT', 'PATCH', 'DELETE'], url: collection, handler: methodNotAllowed('GET, HEAD, POST') })
+    app.route({ method: ['PUT', 'POST'], url: item, handler: methodNotAllowed('GET, HEAD, PATCH, DELETE') })
+    app.all(`${item}/*`, async (request) => {
+      throw new NotFoundError(`no route ${request.method} ${request.url.split('?')[0]}`)
+    })
+  }
+}
+
+function unsupportedMediaType (request: FastifyRequest): Error {
+  return new UnsupportedMediaTypeError(request.method === 'PATCH' ? 'application/merge-patch+json or application/json' : 'application/json')
+}

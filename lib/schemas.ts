@@ -1,0 +1,98 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+
+/** Names of namespaces and apikeys. */
+export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'
+
+const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
+const Closed = { additionalProperties: false } as const
+
+export const Name = Type.String({ pattern: NAME_PATTERN, maxLength: 63 })
+export const Username = Type.String({ minLength: 1, maxLength: 256, description: 'the user the key acts as' })
+export const StringMap = Type.Record(Type.String(), Type.String())
+
+/** An API key as every GET, list and PATCH answers it. It never holds the secret. */
+export const ApiKey = Type.Object({
+  metadata: Type.Object({
+    name: Type.String({ description: 'the key ID, a UUID made by the server' }),
+    namespace: Type.String(),
+    labels: Type.Optional(StringMap),
+    annotations: Type.Optional(StringMap),
+    created_by: Type.String()
+  }, Closed),
+  username: Username,
+  created_at: Type.Integer({ description: 'Unix seconds' }),
+  url: Type.Optional(Type.String()),
+  sha512: Type.Optional(Type.String()),
+  filters: Type.Optional(Nullable(StringMap)),
+  headers: Type.Optional(Nullable(StringMap))
+}, { ...Closed })
+export type ApiKey = Static<typeof ApiKey>
+
+/** The answer to a POST: the key and, this once, its secret. */
+export const CreatedApiKey = Type.Object({
+  ...ApiKey.properties,
+  key: Type.String({ description: 'the secret; shown only in this answer' })
+}, { ...Closed })
+export type CreatedApiKey = Static<typeof CreatedApiKey>
+
+/**
+ * A POST body. The server sets the name and the creation fields, so in a body they are ignored;
+ * `key` is never accepted (it is an unknown field).
+ */
+export const CreateApiKeyBody = Type.Object({
+  metadata: Type.Optional(Type.Object({
+    name: Type.Optional(Type.String({ description: 'ignored: the server makes the name' })),
+    namespace: Type.Optional(Type.String({ description: 'must equal the namespace of the URL' })),
+    labels: Type.Optional(StringMap),
+    annotations: Type.Optional(StringMap),
+    created_by: Type.Optional(Type.String({ description: 'ignored' }))
+  }, Closed)),
+  username: Type.Optional(Username),
+  created_at: Type.Optional(Type.Integer({ description: 'ignored' })),
+  url: Type.Optional(Type.String()),
+  sha512: Type.Optional(Type.String()),
+  filters: Type.Optional(Nullable(StringMap)),
+  headers: Type.Optional(Nullable(StringMap))
+}, { ...Closed })
+export type CreateApiKeyBody = Static<typeof CreateApiKeyBody>
+
+const PatchStringMap = Type.Record(Type.String(), Nullable(Type.String()))
+
+/**
+ * A PATCH body: a JSON merge patch (RFC 7396) of an ApiKey, where `null` removes a field. Immutable
+ * fields may appear only with their current value; the patched key is checked against `ApiKey`.
+ */
+export const PatchApiKeyBody = Type.Object({
+  metadata: Type.Optional(Nullable(Type.Object({
+    name: Type.Optional(Nullable(Type.String())),
+    namespace: Type.Optional(Nullable(Type.String())),
+    labels: Type.Optional(Nullable(PatchStringMap)),
+    annotations: Type.Optional(Nullable(PatchStringMap)),
+    created_by: Type.Optional(Nullable(Type.String()))
+  }, Closed))),
+  username: Type.Optional(Nullable(Username)),
+  created_at: Type.Optional(Nullable(Type.Integer())),
+  url: Type.Optional(Nullable(Type.String())),
+  sha512: Type.Optional(Nullable(Type.String())),
+  filters: Type.Optional(Nullable(PatchStringMap)),
+  headers: Type.Optional(Nullable(PatchStringMap))
+}, { ...Closed })
+export type PatchApiKeyBody = Static<typeof PatchApiKeyBody>
+
+export const NamespaceParams = Type.Object({ namespace: Name }, Closed)
+export const ApiKeyParams = Type.Object({ namespace: Name, apikey: Name }, Closed)
+
+export const ListQuery = Type.Object({
+  limit: Type.Optional(Type.String({
+    pattern: '^[0-9]+$',
+    description: 'page size: a positive integer, at most 1000; 0 or absent means all'
+  })),
+  continue: Type.Optional(Type.String({ description: 'the Sensu-Continue header of the previous page' }))
+})
+
+/** Every error answer, in the shape Sensu Go uses. */
+export const ErrorBody = Type.Object({
+  message: Type.String(),
+  code: Type.Integer({ description: "Sensu's error code" })
+}, {})
+export type ErrorBody = Static<typeof ErrorBody>

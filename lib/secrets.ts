@@ -1,0 +1,46 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { crc32 } from 'node:zlib'
+
+/** 32 random bytes in base64url without padding. */
+const RANDOM_LENGTH = 43
+/** CRC-32 as 4 big-endian bytes in base64url without padding. */
+const CHECKSUM_LENGTH = 6
+const BASE64URL = /^[A-Za-z0-9_-]+$/
+
+function checksumOf (text: string): string {
+  const sum = Buffer.alloc(4)
+  sum.writeUInt32BE(crc32(Buffer.from(text, 'utf8')))
+  return sum.toString('base64url')
+}
+
+/**
+ * A new secret: `<prefix><random><checksum>`. The prefix lets secret scanners spot a leaked key;
+ * the checksum lets a mistyped or forged key be refused without reading etcd.
+ */
+export function generateSecret (prefix: string): string {
+  const body = prefix + randomBytes(32).toString('base64url')
+  return body + checksumOf(body)
+}
+
+/** True when `secret` has the form of a key made with `prefix` and its checksum holds. */
+export function isWellFormedSecret (secret: string, prefix: string): boolean {
+  if (secret.length !== prefix.length + RANDOM_LENGTH + CHECKSUM_LENGTH) return false
+  if (!secret.startsWith(prefix)) return false
+  const body = secret.slice(0, -CHECKSUM_LENGTH)
+  const tail = secret.slice(prefix.length)
+  if (!BASE64URL.test(tail)) return false
+  return safeEqual(secret.slice(-CHECKSUM_LENGTH), checksumOf(body))
+}
+
+/** The only form of a secret that is ever stored: its SHA-256 digest, in hex. */
+export function digestSecret (secret: string): string {
+  return createHash('sha256').update(secret, 'utf8').digest('hex')
+}
+
+/** Constant-time comparison of two strings of any length. */
+export function safeEqual (a: string, b: string): boolean {
+  // Hashing first gives equal-length buffers, so the length of a secret is not leaked either.
+  const da = createHash('sha256').update(a, 'utf8').digest()
+  const db = createHash('sha256').update(b, 'utf8').digest()
+  return timingSafeEqual(da, db)
+}

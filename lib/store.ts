@@ -1,0 +1,310 @@
+import { isDeepStrictEqual } from 'node:util'
+import {
+  Etcd3, GRPCGenericError, GRPCOutOfRangeError, EtcdError, ClientClosedError, isRecoverableError,
+  GRPCInvalidArgumentError, GRPCNotFoundError, GRPCAlreadyExistsError, GRPCFailedPreconditionError,
+  GRPCNotImplementedError, GRPCUnauthenticatedError, EtcdPermissionDeniedError,
+  type IKeyValue, type IRangeResponse
+} from 'etcd3'
+import { EtcdKeys, rangeEnd } from './etcd-keys.js'
+import { decodeContinueToken, encodeContinueToken } from './continue-token.js'
+import {
+  EtcdUnavailableError, FutureRevisionError, KeyExistsError, KeyNotFoundError, RevisionCompactedError,
+  VersionMismatchError
+} from './errors.js'
+import type { ApiKey } from './schemas.js'
+
+/** A key as etcd holds it: the resource and the SHA-256 digest of its secret. */
+interface StoredRecord extends ApiKey {
+  key_sha256: string
+}
+
+/** A key read from etcd, with the revision that last changed it. */
+export interface StoredKey {
+  key: ApiKey
+  /** etcd's mod_revision of the record: the key's version, and its ETag. */
+  revision: number
+}
+
+/** When one request's etcd work must be done, as `Date.now()` milliseconds. */
+export interface Deadline {
+  deadline: number
+}
+
+export interface ListOptions extends Deadline {
+  /** Page size; 0 reads the whole namespace. */
+  limit: number
+  /** The `continue` token of the previous page. */
+  continueToken?: string
+  /** Keeps a key in the answer (the caller's authorization); absent keeps every key. */
+  filter?: (key: ApiKey) => boolean | Promise<boolean>
+}
+
+export interface ListPage {
+  items: ApiKey[]
+  /** Present when more keys may remain. */
+  continueToken?: string
+}
+
+/** The most keys read from etcd to fill one filtered page. */
+export const MAX_KEYS_SCANNED_PER_PAGE = 10_000
+/** Keys read per etcd range request while streaming a whole namespace. */
+const STREAM_BATCH = 500
+/** Applying a patch retries on a conflicting write this many times at most, deadline allowing. */
+const MAX_UPDATE_ATTEMPTS = 100
+
+/** etcd errors that mean "etcd cannot answer now", as opposed to a bug in the request. */
+function isUnavailable (err: unknown): boolean {
+  if (err instanceof EtcdUnavailableError || err instanceof ClientClosedError) return true
+  // The client's circuit breaker (cockatiel's BrokenCircuitError, matched as cockatiel matches it).
+  if (err instanceof Error && 'isBrokenCircuitError' in err) return true
+  if (err instanceof Error && isRecoverableError(err)) return true
+  if (err instanceof GRPCGenericError) {
+    return !(err instanceof GRPCInvalidArgumentError || err instanceof GRPCNotFoundError ||
+      err instanceof GRPCAlreadyExistsError || err instanceof GRPCFailedPreconditionError ||
+      err instanceof GRPCNotImplementedError || err instanceof GRPCUnauthenticatedError ||
+      err instanceof GRPCOutOfRangeError)
+  }
+  // Raft's own transient answers: no leader, leader changed, request timed out, too many requests.
+  return err instanceof EtcdError && !(err instanceof EtcdPermissionDeniedError) &&
+    /leader|timed out|timeout|too many requests|unhealthy/i.test(err.message)
+}
+
+/**
+ * Every etcd access of the plugin. Keys live at `<root>/apikeys/<namespace>/<name>` as JSON, and a
+ * digest index at `<root>/apikey-digests/<sha256>` points at `<namespace>/<name>`; the two are
+ * always written and deleted in one transaction.
+ */
+export class ApiKeyStore {
+  readonly client: Etcd3
+  readonly keys: EtcdKeys
+
+  constructor (client: Etcd3, root: string) {
+    this.client = client
+    this.keys = new EtcdKeys(root)
+  }
+
+  /**
+   * Runs one etcd call within the request's deadline: the call carries it as its gRPC deadline
+   * (the client's retries included), and a timer answers for the call if the client does not.
+   */
+  private async withDeadline<T> ({ deadline }: Deadline, call: (options: { deadline: Date }) => Promise<T>): Promise<T> {
+    const left = deadline - Date.now()
+    if (left <= 0) throw new EtcdUnavailableError('request deadline exceeded')
+    let timer: NodeJS.Timeout | undefined
+    const expired = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new EtcdUnavailableError('request deadline exceeded')), left)
+    })
+    try {
+      return await Promise.race([call({ deadline: new Date(deadline) }), expired])
+    } catch (err) {
+      if (err instanceof GRPCOutOfRangeError) {
+        throw /compacted/.test(err.message) ? new RevisionCompactedError(err.message) : new FutureRevisionError(err.message)
+      }
+      if (isUnavailable(err)) throw new EtcdUnavailableError('etcd unavailable', { cause: err })
+      throw err
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  private range (request: { key: string | Buffer, end?: Buffer, limit?: number, revision?: number }, deadline: Deadline): Promise<IRangeResponse> {
+    return this.withDeadline(deadline, options => this.client.kv.range({
+      key: Buffer.from(request.key),
+      range_end: request.end,
+      limit: request.limit,
+      revision: request.revision
+    }, options))
+  }
+
+  /** Checks that etcd answers at all; the plugin calls it at boot. */
+  async ping (deadline: Deadline): Promise<void> {
+    await this.range({ key: this.keys.records, limit: 1 }, deadline)
+  }
+
+  async get (namespace: string, name: string, deadline: Deadline): Promise<StoredKey | null> {
+    const record = await this.getRecord(this.keys.record(namespace, name), deadline)
+    return record && { key: toApiKey(record.value), revision: record.revision }
+  }
+
+  private async getRecord (etcdKey: string, deadline: Deadline): Promise<{ value: StoredRecord, revision: number } | null> {
+    const res = await this.range({ key: etcdKey }, deadline)
+    const kv = res.kvs[0]
+    return kv ? { value: parseRecord(kv), revision: Number(kv.mod_revision) } : null
+  }
+
+  /**
+   * Creates a key and its digest index entry in one transaction guarded by "neither exists". A
+   * retried create whose first attempt etcd applied finds its own record (same digest): success.
+   */
+  async create (key: ApiKey, digest: string, deadline: Deadline): Promise<StoredKey> {
+    const recordKey = this.keys.record(key.metadata.namespace, key.metadata.name)
+    const digestKey = this.keys.digest(digest)
+    const record: StoredRecord = { ...key, key_sha256: digest }
+    const res = await this.withDeadline(deadline, options => this.client
+      .if(recordKey, 'Create', '==', 0)
+      .and(digestKey, 'Create', '==', 0)
+      .then(
+        this.client.put(recordKey).value(JSON.stringify(record)),
+        this.client.put(digestKey).value(EtcdKeys.digestTarget(key.metadata.namespace, key.metadata.name))
+      )
+      .else(this.client.get(recordKey))
+      .options(options)
+      .commit())
+    if (res.succeeded) return { key, revision: Number(res.header.revision) }
+    const existing = res.responses[0]?.response_range?.kvs[0]
+    if (existing && parseRecord(existing).key_sha256 === digest) {
+      return { key, revision: Number(existing.mod_revision) }
+    }
+    throw new KeyExistsError(`apikey ${key.metadata.name} already exists`)
+  }
+
+  /**
+   * Applies `change` to the stored key with compare-and-swap on its revision, and retries on a
+   * conflicting write, as the Kubernetes API server does: concurrent updates all apply. With
+   * `ifMatch`, the update applies only to that revision. `change` may throw to refuse the update.
+   */
+  async update (
+    namespace: string, name: string,
+    change: (current: StoredKey) => ApiKey | Promise<ApiKey>,
+    options: Deadline & { ifMatch?: (revision: number) => boolean }
+  ): Promise<StoredKey> {
+    const recordKey = this.keys.record(namespace, name)
+    let written: string | undefined
+    for (let attempt = 1; ; attempt++) {
+      const current = await this.getRecord(recordKey, options)
+      if (!current) throw new KeyNotFoundError(`apikey ${name} not found`)
+      // A retried write that etcd applied before its answer was lost: what we wrote is there.
+      if (written !== undefined && JSON.stringify(current.value) === written) {
+        return { key: toApiKey(current.value), revision: current.revision }
+      }
+      if (options.ifMatch && !options.ifMatch(current.revision)) throw new VersionMismatchError()
+      const before = toApiKey(current.value)
+      const after = await change({ key: before, revision: current.revision })
+      if (isDeepStrictEqual(after, before)) return { key: before, revision: current.revision }
+      written = JSON.stringify({ ...after, key_sha256: current.value.key_sha256 })
+      const value = written
+      const res = await this.withDeadline(options, callOptions => this.client
+        .if(recordKey, 'Mod', '==', current.revision)
+        .then(this.client.put(recordKey).value(value))
+        .options(callOptions)
+        .commit())
+      if (res.succeeded) return { key: after, revision: Number(res.header.revision) }
+      if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
+    }
+  }
+
+  /**
+   * Deletes a key and its digest index entry in one transaction guarded by the revision read.
+   * `check` may throw to refuse the delete. A key that vanished after a conflicting attempt was
+   * deleted (by this call's own retried write, or by a concurrent delete): the goal holds.
+   */
+  async delete (namespace: string, name: string, check: (current: StoredKey) => void | Promise<void>, deadline: Deadline): Promise<void> {
+    const recordKey = this.keys.record(namespace, name)
+    for (let attempt = 1; ; attempt++) {
+      const current = await this.getRecord(recordKey, deadline)
+      if (!current) {
+        if (attempt === 1) throw new KeyNotFoundError(`apikey ${name} not found`)
+        return
+      }
+      await check({ key: toApiKey(current.value), revision: current.revision })
+      const res = await this.withDeadline(deadline, options => this.client
+        .if(recordKey, 'Mod', '==', current.revision)
+        .then(this.client.delete().key(recordKey), this.client.delete().key(this.keys.digest(current.value.key_sha256)))
+        .options(options)
+        .commit())
+      if (res.succeeded) return
+      if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
+    }
+  }
+
+  /** The key whose secret has this digest, or null. */
+  async findByDigest (digest: string, deadline: Deadline): Promise<ApiKey | null> {
+    const res = await this.range({ key: this.keys.digest(digest) }, deadline)
+    const target = res.kvs[0]?.value.toString('utf8')
+    if (!target) return null
+    const slash = target.indexOf('/')
+    const record = await this.getRecord(this.keys.record(target.slice(0, slash), target.slice(slash + 1)), deadline)
+    // The record must point back at the digest: an index entry never authenticates on its own.
+    return record && record.value.key_sha256 === digest ? toApiKey(record.value) : null
+  }
+
+  /**
+   * One page of a namespace, in name order. The first page reads etcd's newest revision; the
+   * token pins every later page to it, so a walk sees one snapshot. A filtered page reads on
+   * until it is full or the namespace is done, at most MAX_KEYS_SCANNED_PER_PAGE keys.
+   */
+  async listPage (namespace: string, options: ListOptions): Promise<ListPage> {
+    const { limit, filter } = options
+    const end = rangeEnd(this.keys.namespace(namespace))
+    let { start, revision } = this.walkStart(namespace, options.continueToken)
+    const items: ApiKey[] = []
+    let scanned = 0
+    let lastKey = ''
+    let more = false
+    while (items.length < limit) {
+      const want = limit - items.length
+      const batch = filter ? Math.min(Math.max(want, 100), 1000, MAX_KEYS_SCANNED_PER_PAGE - scanned) : want
+      const res = await this.range({ key: start, end, limit: batch, revision }, options)
+      revision ??= Number(res.header.revision)
+      more = res.more
+      for (const [i, kv] of res.kvs.entries()) {
+        scanned++
+        lastKey = kv.key.toString('utf8')
+        const key = toApiKey(parseRecord(kv))
+        if (!filter || await filter(key)) items.push(key)
+        if (items.length === limit) {
+          more ||= i < res.kvs.length - 1
+          break
+        }
+      }
+      if (!more || scanned >= MAX_KEYS_SCANNED_PER_PAGE) break
+      start = lastKey + '\0'
+    }
+    if (!more) return { items }
+    return {
+      items,
+      continueToken: encodeContinueToken({ rev: revision ?? 0, start: this.keys.relativeToRecords(lastKey) + '\0' })
+    }
+  }
+
+  /**
+   * The whole namespace (from the token on, if any), read in bounded batches at one revision.
+   * The first batch is read before this resolves, so a failing etcd fails the call, not the
+   * stream; each later batch has `batchTimeout` milliseconds of its own.
+   */
+  async listAll (namespace: string, options: Omit<ListOptions, 'limit'> & { batchTimeout: number }): Promise<AsyncIterable<ApiKey>> {
+    const { filter, batchTimeout } = options
+    const end = rangeEnd(this.keys.namespace(namespace))
+    let { start, revision } = this.walkStart(namespace, options.continueToken)
+    const first = await this.range({ key: start, end, limit: STREAM_BATCH, revision }, options)
+    revision ??= Number(first.header.revision)
+    const read = (key: string) => this.range({ key, end, limit: STREAM_BATCH, revision }, { deadline: Date.now() + batchTimeout })
+    return (async function * () {
+      for (let res = first; ; res = await read(start)) {
+        for (const kv of res.kvs) {
+          const key = toApiKey(parseRecord(kv))
+          if (!filter || await filter(key)) yield key
+        }
+        if (!res.more || res.kvs.length === 0) return
+        start = res.kvs[res.kvs.length - 1].key.toString('utf8') + '\0'
+      }
+    })()
+  }
+
+  private walkStart (namespace: string, continueToken: string | undefined): { start: string, revision?: number } {
+    if (!continueToken) return { start: this.keys.namespace(namespace) }
+    const token = decodeContinueToken(continueToken, namespace)
+    return { start: this.keys.records + token.start, revision: token.rev }
+  }
+}
+
+function parseRecord (kv: IKeyValue): StoredRecord {
+  return JSON.parse(kv.value.toString('utf8')) as StoredRecord
+}
+
+/** The public resource: the stored record without its digest. */
+function toApiKey (record: StoredRecord): ApiKey {
+  const { key_sha256: _digest, ...key } = record
+  return key
+}
+
