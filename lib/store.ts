@@ -307,4 +307,3 @@ function toApiKey (record: StoredRecord): ApiKey {
   const { key_sha256: _digest, ...key } = record
   return key
 }
-

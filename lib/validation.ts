@@ -11,7 +11,22 @@ function fieldName (path: string): string {
   return name.length > 80 ? `${name.slice(0, 77)}...` : name
 }
 
-function describe (error: ValueError, part: string): string {
+/**
+ * A union (a nullable field) reports only that no branch matched. The branch whose first error
+ * lies deepest is the one the client meant (`{ labels: { a: 1 } }` meant the object, not null).
+ */
+function innermost (error: ValueError): ValueError {
+  if (error.type !== ValueErrorType.Union) return error
+  let best = error
+  for (const branch of error.errors) {
+    const first = branch.First()
+    if (first && first.path.length > best.path.length) best = first
+  }
+  return best === error ? error : innermost(best)
+}
+
+function describe (union: ValueError, part: string): string {
+  const error = innermost(union)
   const field = fieldName(error.path)
   if (part === 'params') return `invalid ${field} name: it must match ${NAME_PATTERN}`
   if (part === 'querystring') {
