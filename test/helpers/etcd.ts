@@ -1,0 +1,461 @@
+// etcd for the tests: from ETCD_ENDPOINTS, from an image run by testcontainers,
+// or from an `etcd` binary on PATH, whichever is found first (see sharedEtcd).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { accessSync, closeSync, constants, openSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { createServer, type Server } from 'node:net'
+import { hostname, tmpdir } from 'node:os'
+import { delimiter, join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import {
+  GenericContainer,
+  getContainerRuntimeClient,
+  type BoundPorts,
+  type ContainerRuntimeClient,
+  type WaitStrategy
+} from 'testcontainers'
+
+export type EtcdSource = 'ETCD_ENDPOINTS' | 'testcontainers' | 'binary'
+
+export interface EtcdHandle {
+  endpoints: string[]
+  source: EtcdSource
+  /** Stops what it started; a no-op for ETCD_ENDPOINTS. */
+  close(): Promise<void>
+}
+
+export interface ControllableEtcd extends EtcdHandle {
+  source: 'testcontainers' | 'binary'
+  /** etcd stops answering, but its port still accepts TCP connections. */
+  freeze(): Promise<void>
+  /** Undoes freeze(). */
+  thaw(): Promise<void>
+  /** etcd is stopped: its address refuses connections. */
+  stop(): Promise<void>
+  /** Starts etcd again on the same address with the same data; resolves once /health is ok. */
+  start(): Promise<void>
+}
+
+const DEFAULT_IMAGE = 'gcr.io/etcd-development/etcd:v3.5.17'
+const LOCAL_IMAGE_HINT = 'fastify-etcd-apikeys/etcd:local'
+const STARTUP_TIMEOUT_MS = 30_000
+const STOP_TIMEOUT_S = 10
+/** Docker label on every container started here; its value is `<hostname>:<pid>` of the test process. */
+const CONTAINER_LABEL = 'fastify-etcd-apikeys.test-etcd'
+const OWNER = `${hostname()}:${process.pid}`
+/** Temp dirs of the binary path are named `<TEMP_PREFIX><pid>-XXXXXX`. */
+const TEMP_PREFIX = 'etcd-test-'
+
+// Ryuk (testcontainers' reaper) runs from an image that usually cannot be pulled
+// where these tests run; this module removes its own containers instead (close(),
+// process exit, and orphans of dead test processes on the next run).
+// Set TESTCONTAINERS_RYUK_DISABLED=false to use Ryuk anyway.
+process.env.TESTCONTAINERS_RYUK_DISABLED ??= 'true'
+
+// ---------------------------------------------------------------------------
+// Public API
+
+let shared: { etcd: Promise<ControllableEtcd>, users: number } | undefined
+
+/**
+ * An etcd for tests that only read and write keys. Within one test process,
+ * calls share one etcd; it is stopped when the last handle is closed.
+ */
+export async function sharedEtcd (): Promise<EtcdHandle> {
+  const fromEnv = process.env.ETCD_ENDPOINTS?.split(',').map((e) => e.trim()).filter(Boolean)
+  if (fromEnv !== undefined && fromEnv.length > 0) {
+    announce(`ETCD_ENDPOINTS at ${fromEnv.join(',')}`)
+    return { endpoints: fromEnv, source: 'ETCD_ENDPOINTS', close: async () => {} }
+  }
+  if (shared === undefined) {
+    const etcd = startOwnEtcd({ fixedPort: false })
+    shared = { etcd, users: 0 }
+    etcd.catch(() => { shared = undefined })
+  }
+  const entry = shared
+  entry.users++
+  const etcd = await entry.etcd
+  let closed = false
+  return {
+    endpoints: etcd.endpoints,
+    source: etcd.source,
+    async close () {
+      if (closed) return
+      closed = true
+      if (--entry.users === 0) {
+        if (shared === entry) shared = undefined
+        await etcd.close()
+      }
+    }
+  }
+}
+
+/**
+ * An etcd of the caller's own (never ETCD_ENDPOINTS), for tests that freeze,
+ * stop, restart or compact it.
+ */
+export async function dedicatedEtcd (): Promise<ControllableEtcd> {
+  return await startOwnEtcd({ fixedPort: true })
+}
+
+// ---------------------------------------------------------------------------
+// Choosing a source
+
+async function startOwnEtcd ({ fixedPort }: { fixedPort: boolean }): Promise<ControllableEtcd> {
+  const image = process.env.ETCD_IMAGE ?? DEFAULT_IMAGE
+  const failures: string[] = []
+
+  try {
+    const etcd = await startContainerEtcd(image, fixedPort)
+    announce(`testcontainers (image ${image}) at ${etcd.endpoints.join(',')}`)
+    return etcd
+  } catch (err) {
+    const why = oneLine(err)
+    failures.push(`testcontainers (image ${image}): ${why}`)
+    announce(`testcontainers unavailable (image ${image}): ${why}; trying an etcd binary on PATH`)
+  }
+
+  try {
+    const etcd = await startBinaryEtcd()
+    announce(`binary (${etcd.path}) at ${etcd.endpoints.join(',')}`)
+    return etcd
+  } catch (err) {
+    failures.push(`etcd binary: ${oneLine(err)}`)
+  }
+
+  throw new Error([
+    'No etcd for the tests. Tried:',
+    ...failures.map((f) => `  - ${f}`),
+    'Any one of these will do:',
+    '  - put an etcd binary on PATH, e.g. `apt-get install etcd-server` (Debian/Ubuntu);',
+    '  - start Docker, so that testcontainers can run an etcd image: ETCD_IMAGE (default',
+    `    ${DEFAULT_IMAGE}); with no registry at hand, build one from the Debian`,
+    `    binaries with \`test/etcd-image/build.sh\` and set ETCD_IMAGE=${LOCAL_IMAGE_HINT};`,
+    '  - run etcd yourself and set ETCD_ENDPOINTS=http://127.0.0.1:2379 (comma-separated;',
+    '    used by sharedEtcd() only: tests that need dedicatedEtcd() still need one of the above).'
+  ].join('\n'))
+}
+
+function announce (what: string): void {
+  process.stderr.write(`# etcd: ${what}\n`)
+}
+
+// ---------------------------------------------------------------------------
+// Shared by the container and binary paths
+
+function etcdFlags (name: string, dataDir: string, clientUrl: string, peerUrl: string): string[] {
+  return [
+    `--name=${name}`,
+    `--data-dir=${dataDir}`,
+    `--listen-client-urls=${clientUrl}`,
+    `--advertise-client-urls=${clientUrl}`,
+    `--listen-peer-urls=${peerUrl}`,
+    `--initial-advertise-peer-urls=${peerUrl}`,
+    `--initial-cluster=${name}=${peerUrl}`,
+    '--initial-cluster-state=new',
+    '--logger=zap',
+    '--log-level=warn'
+  ]
+}
+
+/**
+ * Polls `${endpoint}/health` until etcd says it is healthy. `checkAlive` is
+ * called before each try and throws if etcd is gone for good, so that a
+ * crashed etcd fails fast instead of at the timeout.
+ */
+async function waitForHealth (
+  endpoint: string,
+  timeoutMs: number,
+  checkAlive: () => Promise<void> | void
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let last = 'no answer'
+  for (;;) {
+    await checkAlive()
+    try {
+      const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(1000) })
+      const body = await res.text()
+      if (res.ok && (JSON.parse(body) as { health?: unknown }).health === 'true') return
+      last = `HTTP ${res.status} ${body.trim()}`
+    } catch (err) {
+      last = oneLine(err)
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`etcd at ${endpoint} not healthy after ${timeoutMs} ms (last: ${last})`)
+    }
+    await sleep(100)
+  }
+}
+
+/** Ports that are free right now on all interfaces (asked for together, so they differ). */
+async function freePorts (count: number): Promise<number[]> {
+  const servers: Server[] = []
+  try {
+    for (let i = 0; i < count; i++) {
+      const server = createServer()
+      servers.push(server)
+      server.listen(0, '0.0.0.0')
+      await once(server, 'listening')
+    }
+    return servers.map((s) => {
+      const address = s.address()
+      if (address === null || typeof address === 'string') throw new Error('no port')
+      return address.port
+    })
+  } finally {
+    await Promise.all(servers.map(async (s) => await new Promise((resolve) => s.close(resolve))))
+  }
+}
+
+/** Whether a process of this host still runs (for leftovers of test processes that were killed). */
+function pidAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** Cleanups that must run even if a test never calls close(). They must be synchronous. */
+const atExit = new Set<() => void>()
+process.once('exit', () => {
+  for (const cleanup of atExit) {
+    try { cleanup() } catch {}
+  }
+})
+
+// ---------------------------------------------------------------------------
+// testcontainers
+
+const CLIENT_PORT = 2379
+
+/** dockerode's Container, named without importing dockerode (not a dependency of ours). */
+type DockerContainer = Parameters<WaitStrategy['waitUntilReady']>[0]
+
+/** testcontainers' wait strategy, done by waitForHealth. */
+class EtcdHealthWait implements WaitStrategy {
+  private timeoutMs = STARTUP_TIMEOUT_MS
+  constructor (private readonly host: string) {}
+
+  async waitUntilReady (container: DockerContainer, boundPorts: BoundPorts): Promise<void> {
+    const endpoint = `http://${this.host}:${boundPorts.getBinding(CLIENT_PORT)}`
+    await waitForHealth(endpoint, this.timeoutMs, async () => await assertRunning(container))
+  }
+
+  withStartupTimeout (ms: number): this { this.timeoutMs = ms; return this }
+  isStartupTimeoutSet (): boolean { return true }
+  getStartupTimeout (): number { return this.timeoutMs }
+}
+
+async function assertRunning (container: DockerContainer): Promise<void> {
+  const { State } = await container.inspect()
+  if (State.Running) return
+  const logs = await container.logs({ stdout: true, stderr: true, tail: 5 })
+  throw new Error(`container exited with code ${State.ExitCode}: ${lastLines(demuxDockerLogs(logs))}`)
+}
+
+async function startContainerEtcd (image: string, fixedPort: boolean): Promise<ControllableEtcd> {
+  const runtime = await getContainerRuntimeClient()
+  await removeOrphanContainers(runtime)
+  // The runtime reports 'localhost' for a local socket; Node may resolve that to ::1.
+  const host = runtime.info.containerRuntime.host === 'localhost' ? '127.0.0.1' : runtime.info.containerRuntime.host
+  // A fixed host port survives docker stop/start; a random one would change.
+  const port = fixedPort ? { container: CLIENT_PORT, host: (await freePorts(1) as [number])[0] } : CLIENT_PORT
+
+  const started = await new GenericContainer(image)
+    // Upstream images have CMD etcd and no entrypoint, the local one (build.sh)
+    // has ENTRYPOINT etcd: setting both makes them behave the same.
+    .withEntrypoint(['/usr/local/bin/etcd'])
+    .withCommand(etcdFlags('etcd', '/etcd-data', `http://0.0.0.0:${CLIENT_PORT}`, 'http://127.0.0.1:2380'))
+    .withExposedPorts(port)
+    .withLabels({ [CONTAINER_LABEL]: OWNER })
+    .withWaitStrategy(new EtcdHealthWait(host))
+    .start()
+
+  const container = runtime.container.getById(started.getId())
+  const endpoint = `http://${host}:${started.getMappedPort(CLIENT_PORT)}`
+  const removeAtExit = (): void => { removeContainerSync(runtime, container.id) }
+  atExit.add(removeAtExit)
+  let frozen = false
+
+  const etcd: ControllableEtcd = {
+    endpoints: [endpoint],
+    source: 'testcontainers',
+    // docker refuses to pause a paused container or unpause a running one.
+    async freeze () { if (!frozen) await container.pause(); frozen = true },
+    async thaw () { if (frozen) await container.unpause(); frozen = false },
+    async stop () {
+      if (frozen) await etcd.thaw()
+      await container.stop({ t: STOP_TIMEOUT_S })
+    },
+    async start () {
+      await container.start()
+      await waitForHealth(endpoint, STARTUP_TIMEOUT_MS, async () => await assertRunning(container))
+    },
+    async close () {
+      if (!atExit.delete(removeAtExit)) return
+      if (frozen) await etcd.thaw()
+      await container.remove({ force: true, v: true })
+    }
+  }
+  return etcd
+}
+
+/** Removes containers left by test processes of this host that died without cleaning up. */
+async function removeOrphanContainers (runtime: ContainerRuntimeClient): Promise<void> {
+  const containers = await runtime.container.dockerode.listContainers({
+    all: true,
+    filters: { label: [CONTAINER_LABEL] }
+  })
+  await Promise.all(containers.map(async (info) => {
+    const [owner, pid] = (info.Labels[CONTAINER_LABEL] ?? '').split(':')
+    if (owner !== hostname() || pidAlive(Number(pid))) return
+    await runtime.container.getById(info.Id).remove({ force: true, v: true }).catch(() => {})
+  }))
+}
+
+/** Synchronous, for process exit: the docker CLI, pointed at the socket dockerode uses. */
+function removeContainerSync (runtime: ContainerRuntimeClient, id: string): void {
+  const { socketPath } = runtime.container.dockerode.modem as { socketPath?: unknown }
+  const hostArgs = typeof socketPath === 'string' ? ['--host', `unix://${socketPath}`] : []
+  spawnSync('docker', [...hostArgs, 'rm', '--force', '--volumes', id], { stdio: 'ignore', timeout: 10_000 })
+}
+
+/** The output of `docker logs` for a container without a TTY comes in frames with an 8-byte header. */
+function demuxDockerLogs (raw: Buffer): string {
+  let text = ''
+  for (let i = 0; i + 8 <= raw.length;) {
+    const size = raw.readUInt32BE(i + 4)
+    text += raw.subarray(i + 8, i + 8 + size).toString()
+    i += 8 + size
+  }
+  return text
+}
+
+// ---------------------------------------------------------------------------
+// etcd binary on PATH
+
+async function startBinaryEtcd (): Promise<ControllableEtcd & { path: string }> {
+  const etcdPath = findOnPath('etcd')
+  if (etcdPath === undefined) throw new Error('no etcd on PATH')
+  await removeOrphanDirs()
+  const dir = await mkdtemp(join(tmpdir(), `${TEMP_PREFIX}${process.pid}-`))
+  const logFile = join(dir, 'etcd.log')
+  const [clientPort, peerPort] = await freePorts(2) as [number, number]
+  const endpoint = `http://127.0.0.1:${clientPort}`
+  const args = etcdFlags('etcd', join(dir, 'data'), endpoint, `http://127.0.0.1:${peerPort}`)
+  // With setpriv (util-linux), the kernel kills etcd if this process dies in
+  // any way, even by SIGKILL; the exit hook below only covers normal exits.
+  const setpriv = findOnPath('setpriv')
+  const [command, commandArgs] = setpriv === undefined
+    ? [etcdPath, args]
+    : [setpriv, ['--pdeathsig', 'KILL', '--', etcdPath, ...args]]
+
+  let child: ChildProcess | undefined
+  const running = (): ChildProcess | undefined =>
+    child !== undefined && child.exitCode === null && child.signalCode === null ? child : undefined
+  const killAtExit = (): void => {
+    running()?.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  }
+  atExit.add(killAtExit)
+
+  const launch = async (): Promise<void> => {
+    const log = openSync(logFile, 'a')
+    try {
+      child = spawn(command, commandArgs, { cwd: dir, stdio: ['ignore', log, log] })
+    } finally {
+      closeSync(log)
+    }
+    // A test that forgets close() must not keep the process alive: the exit hook kills etcd.
+    child.unref()
+    const launched = child
+    await waitForHealth(endpoint, STARTUP_TIMEOUT_MS, () => {
+      if (launched.exitCode !== null || launched.signalCode !== null) {
+        throw new Error(`etcd exited (${launched.exitCode ?? launched.signalCode}): ${lastLines(readFileSync(logFile, 'utf8'))}`)
+      }
+    })
+  }
+  const signal = (sig: NodeJS.Signals): void => {
+    const proc = running()
+    if (proc === undefined) throw new Error('etcd is not running')
+    proc.kill(sig)
+  }
+  const terminate = async (): Promise<void> => {
+    const proc = running()
+    if (proc === undefined) return
+    proc.ref()
+    const exited = once(proc, 'exit')
+    proc.kill('SIGCONT') // a frozen etcd would not act on SIGTERM
+    proc.kill('SIGTERM')
+    const timer = setTimeout(() => proc.kill('SIGKILL'), STOP_TIMEOUT_S * 1000)
+    await exited
+    clearTimeout(timer)
+  }
+
+  try {
+    await launch()
+  } catch (err) {
+    await terminate()
+    atExit.delete(killAtExit)
+    await rm(dir, { recursive: true, force: true })
+    throw err
+  }
+
+  return {
+    path: etcdPath,
+    endpoints: [endpoint],
+    source: 'binary',
+    async freeze () { signal('SIGSTOP') },
+    async thaw () { signal('SIGCONT') },
+    stop: terminate,
+    async start () {
+      if (running() !== undefined) throw new Error('etcd is already running')
+      await launch()
+    },
+    async close () {
+      if (!atExit.delete(killAtExit)) return
+      await terminate()
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
+}
+
+/** Removes data dirs left by test processes that died without cleaning up (etcd's WAL alone takes 64 MB). */
+async function removeOrphanDirs (): Promise<void> {
+  const orphans = (await readdir(tmpdir())).filter((name) => {
+    const pid = name.startsWith(TEMP_PREFIX) ? Number(name.slice(TEMP_PREFIX.length).split('-')[0]) : NaN
+    return Number.isInteger(pid) && !pidAlive(pid)
+  })
+  await Promise.all(orphans.map(async (name) => await rm(join(tmpdir(), name), { recursive: true, force: true })))
+}
+
+function findOnPath (name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue
+    const candidate = join(dir, name)
+    try {
+      accessSync(candidate, constants.X_OK)
+      return candidate
+    } catch {}
+  }
+  return undefined
+}
+
+// ---------------------------------------------------------------------------
+// Messages
+
+function oneLine (err: unknown): string {
+  let message = err instanceof Error ? err.message : String(err)
+  // fetch() and dockerode put the useful part in `cause`.
+  const cause = err instanceof Error ? err.cause : undefined
+  if (cause instanceof Error && !message.includes(cause.message)) message += `: ${cause.message}`
+  return message.split('\n').map((l) => l.trim()).filter(Boolean).join(' | ')
+}
+
+function lastLines (text: string, count = 3): string {
+  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean)
+  return lines.slice(-count).join(' | ') || '(no output)'
+}
