@@ -109,6 +109,10 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
   const deadline = (request: FastifyRequest) => requestDeadline(request, requestTimeout)
   const allowed = (request: FastifyRequest, action: Action, namespace: string, key: ApiKey) =>
     authorize({ caller: callerOf(request), action, namespace, key })
+  /** A key the caller may not see answers as if it did not exist, so its existence is not revealed. */
+  const ensureVisible = async (request: FastifyRequest, namespace: string, key: ApiKey) => {
+    if (!await allowed(request, 'get', namespace, key)) throw new KeyNotFoundError(`apikey ${key.metadata.name} not found`)
+  }
   const locationOf = (namespace: string, name: string) => `${app.prefix}/namespaces/${namespace}/apikey/${name}`
 
   app.setValidatorCompiler(typeBoxValidatorCompiler)
@@ -233,9 +237,8 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
     }, async (request, reply) => {
       const { namespace, apikey } = request.params
       const stored = await store.get(namespace, apikey, deadline(request))
-      if (stored === null || !await allowed(request, 'get', namespace, stored.key)) {
-        throw new NotFoundError(`apikey ${apikey} not found`)
-      }
+      if (stored === null) throw new KeyNotFoundError(`apikey ${apikey} not found`)
+      await ensureVisible(request, namespace, stored.key)
       reply.header('etag', etagOf(stored.revision))
       return stored.key
     })
@@ -255,7 +258,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
       const ifMatch = request.headers['if-match']
       const updated = await store.update(namespace, apikey, async (current) => {
         // Visibility first, so that neither If-Match nor validation reveals another user's key.
-        if (!await allowed(request, 'get', namespace, current.key)) throw new KeyNotFoundError(`apikey ${apikey} not found`)
+        await ensureVisible(request, namespace, current.key)
         if (ifMatch !== undefined && !ifMatches(ifMatch, current.revision)) throw new VersionMismatchError()
         const after = patchedKey(current.key, request.body)
         if (!await allowed(request, 'patch', namespace, after)) {
@@ -276,7 +279,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
     }, async (request, reply) => {
       const { namespace, apikey } = request.params
       await store.delete(namespace, apikey, async (current) => {
-        if (!await allowed(request, 'get', namespace, current.key)) throw new KeyNotFoundError(`apikey ${apikey} not found`)
+        await ensureVisible(request, namespace, current.key)
         if (!await allowed(request, 'delete', namespace, current.key)) {
           throw new ForbiddenError(`${callerOf(request).username} may not delete this key`)
         }

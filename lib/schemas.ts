@@ -84,8 +84,8 @@ export const ApiKeyParams = Type.Object({ namespace: Name, apikey: Name }, Close
 
 export const ListQuery = Type.Object({
   limit: Type.Optional(Type.String({
-    pattern: '^[0-9]+$',
-    description: 'page size: a positive integer, at most 1000; 0 or absent means all'
+    pattern: '^[0-9]*$',
+    description: 'page size: a positive integer, at most 1000; 0, empty or absent means all'
   })),
   continue: Type.Optional(Type.String({ description: 'the Sensu-Continue header of the previous page' }))
 })
