@@ -17,6 +17,8 @@ export interface ApiKeys {
    * error when etcd cannot answer in time.
    */
   verify(secret: string, request?: FastifyRequest): Promise<ApiKey | null>
+  /** Resolves when etcd answers within `timeout` ms (default `requestTimeout`); for readiness checks. */
+  ping(timeout?: number): Promise<void>
   /** The etcd client the plugin uses. */
   readonly etcd: Etcd3
 }
@@ -50,6 +52,9 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
     async verify (secret, request) {
       if (typeof secret !== 'string' || !isWellFormedSecret(secret, settings.keyPrefix)) return null
       return await store.findByDigest(digestSecret(secret), requestDeadline(request, settings.requestTimeout))
+    },
+    async ping (timeout = settings.requestTimeout) {
+      await store.ping({ deadline: Date.now() + timeout })
     },
     etcd: client
   }

@@ -1,0 +1,126 @@
+import { accessSync, constants } from 'node:fs'
+import { resolve } from 'node:path'
+import { Type, type Static, type TString } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+
+/** What a variable must look like, and whether its value may be shown in an error. */
+const variable = (pattern: string, rule: string, secret = false): TString =>
+  Type.String({ pattern, description: rule, secret })
+
+const URL_LIST = '^https?://[^/,\\s]+/?(,https?://[^/,\\s]+/?)*$'
+const PORT = '^(0|[1-9][0-9]{0,4})$'
+const ANY = '^.+$'
+
+/** The standalone server's environment: every variable it reads, validated at start. */
+export const ServerEnvironment = Type.Object({
+  PORT: Type.Optional(variable(PORT, 'a port number, 0 to 65535')),
+  HOST: Type.Optional(variable('^[^\\s]+$', 'an address to listen on, such as 127.0.0.1 or 0.0.0.0')),
+  DATA_DIR: Type.Optional(variable(ANY, 'a folder')),
+  ETCD_ENDPOINTS: Type.Optional(variable(URL_LIST, 'comma-separated etcd URLs with their scheme, such as http://127.0.0.1:2379')),
+  ETCD_DATA_DIR: Type.Optional(variable(ANY, 'a folder')),
+  ETCD_CLIENT_PORT: Type.Optional(variable(PORT, 'a port number for the embedded etcd\'s clients')),
+  ETCD_PEER_PORT: Type.Optional(variable(PORT, 'a port number for the embedded etcd\'s peers')),
+  ETCD_CA_FILE: Type.Optional(variable(ANY, 'a readable PEM file')),
+  ETCD_CERT_FILE: Type.Optional(variable(ANY, 'a readable PEM file')),
+  ETCD_KEY_FILE: Type.Optional(variable(ANY, 'a readable PEM file')),
+  ETCD_USERNAME: Type.Optional(variable(ANY, 'an etcd user name')),
+  ETCD_PASSWORD: Type.Optional(variable(ANY, 'an etcd password', true)),
+  ETCD_ROOT: Type.Optional(variable('^(/[A-Za-z0-9._-]+)+$', 'an etcd path such as /sensu.io')),
+  TLS_CERT_FILE: Type.Optional(variable(ANY, 'a readable PEM file')),
+  TLS_KEY_FILE: Type.Optional(variable(ANY, 'a readable PEM file')),
+  APIKEY_ADMIN_TOKEN: Type.Optional(variable('^[\\x21-\\x7e]{16,}$', 'at least 16 printable characters without spaces', true)),
+  APIKEY_ADMINS: Type.Optional(variable('^[^,\\s]+(,[^,\\s]+)*$', 'comma-separated usernames')),
+  REQUEST_TIMEOUT_MS: Type.Optional(variable('^[1-9][0-9]{0,6}$', 'milliseconds, a positive integer')),
+  LOG_LEVEL: Type.Optional(variable('^(fatal|error|warn|info|debug|trace|silent)$', 'one of fatal, error, warn, info, debug, trace, silent'))
+})
+type Environment = Static<typeof ServerEnvironment>
+
+export interface ServerConfig {
+  port: number
+  host: string
+  dataDir: string
+  /** External etcd; absent: run the embedded one. */
+  etcdEndpoints?: string[]
+  embeddedEtcd: { dataDir: string, clientPort: number, peerPort: number }
+  etcdTls?: { caFile?: string, certFile?: string, keyFile?: string }
+  etcdAuth?: { username: string, password: string }
+  root: string
+  tls?: { certFile: string, keyFile: string }
+  adminToken?: string
+  admins: string[]
+  requestTimeout: number
+  logLevel: string
+}
+
+export class ConfigError extends Error {}
+
+const checkEnvironment = TypeCompiler.Compile(ServerEnvironment)
+
+function both<T> (a: T | undefined, b: T | undefined, names: string): [T, T] | undefined {
+  if (a === undefined && b === undefined) return undefined
+  if (a === undefined || b === undefined) throw new ConfigError(`${names} must be set together`)
+  return [a, b]
+}
+
+function readable (name: string, file: string | undefined): string | undefined {
+  if (file === undefined) return undefined
+  try {
+    accessSync(file, constants.R_OK)
+  } catch {
+    throw new ConfigError(`${name} must be ${ServerEnvironment.properties[name as keyof Environment].description}: cannot read ${file}`)
+  }
+  return file
+}
+
+/**
+ * The server's configuration from environment variables. A bad value throws a ConfigError whose
+ * message is one line naming the variable (and never showing a secret's value).
+ */
+export function loadConfig (env: NodeJS.ProcessEnv): ServerConfig {
+  const known = Object.fromEntries(Object.keys(ServerEnvironment.properties)
+    .filter(name => env[name] !== undefined && env[name] !== '')
+    .map(name => [name, env[name]]))
+  const error = checkEnvironment.Errors(known).First()
+  if (error) {
+    const name = error.path.slice(1)
+    const schema = ServerEnvironment.properties[name as keyof Environment]
+    const shown = schema.secret === true ? '' : ` (got ${JSON.stringify(known[name])})`
+    throw new ConfigError(`${name} must be ${schema.description}${shown}`)
+  }
+  const e = known as Environment
+  const port = (name: keyof Environment, fallback: number) => {
+    const value = e[name] === undefined ? fallback : Number(e[name])
+    if (value > 65535) throw new ConfigError(`${name} must be ${ServerEnvironment.properties[name].description} (got ${JSON.stringify(e[name])})`)
+    return value
+  }
+  const dataDir = resolve(e.DATA_DIR ?? './data')
+  const auth = both(e.ETCD_USERNAME, e.ETCD_PASSWORD, 'ETCD_USERNAME and ETCD_PASSWORD')
+  const tls = both(e.TLS_CERT_FILE, e.TLS_KEY_FILE, 'TLS_CERT_FILE and TLS_KEY_FILE')
+  both(e.ETCD_CERT_FILE, e.ETCD_KEY_FILE, 'ETCD_CERT_FILE and ETCD_KEY_FILE')
+  const etcdTls = e.ETCD_CA_FILE !== undefined || e.ETCD_CERT_FILE !== undefined
+    ? {
+        caFile: readable('ETCD_CA_FILE', e.ETCD_CA_FILE),
+        certFile: readable('ETCD_CERT_FILE', e.ETCD_CERT_FILE),
+        keyFile: readable('ETCD_KEY_FILE', e.ETCD_KEY_FILE)
+      }
+    : undefined
+  return {
+    port: port('PORT', 8080),
+    host: e.HOST ?? '127.0.0.1',
+    dataDir,
+    etcdEndpoints: e.ETCD_ENDPOINTS?.split(','),
+    embeddedEtcd: {
+      dataDir: resolve(e.ETCD_DATA_DIR ?? `${dataDir}/etcd`),
+      clientPort: port('ETCD_CLIENT_PORT', 2379),
+      peerPort: port('ETCD_PEER_PORT', 2380)
+    },
+    etcdTls,
+    etcdAuth: auth && { username: auth[0], password: auth[1] },
+    root: e.ETCD_ROOT ?? '/sensu.io',
+    tls: tls && { certFile: readable('TLS_CERT_FILE', tls[0]) as string, keyFile: readable('TLS_KEY_FILE', tls[1]) as string },
+    adminToken: e.APIKEY_ADMIN_TOKEN,
+    admins: (e.APIKEY_ADMINS ?? 'admin').split(','),
+    requestTimeout: Number(e.REQUEST_TIMEOUT_MS ?? 5000),
+    logLevel: e.LOG_LEVEL ?? 'info'
+  }
+}

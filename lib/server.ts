@@ -1,0 +1,100 @@
+import { randomBytes, randomUUID } from 'node:crypto'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { IOptions } from 'etcd3'
+import apiKeys, { anyOf, apiKeyAuth, bearerTokens } from './index.js'
+import { RETRY_AFTER_SECONDS, sensuCode, toHttpError } from './errors.js'
+import type { ServerConfig } from './config.js'
+
+export interface AdminToken {
+  token: string
+  /** Where it is kept, when the server made it. */
+  file?: string
+}
+
+/**
+ * The admin bearer token: APIKEY_ADMIN_TOKEN, or one made on first start and kept in
+ * `<data dir>/admin-token` (mode 0600), so that it survives restarts.
+ */
+export async function loadAdminToken (config: ServerConfig): Promise<AdminToken> {
+  if (config.adminToken !== undefined) return { token: config.adminToken }
+  const file = join(config.dataDir, 'admin-token')
+  try {
+    return { token: (await readFile(file, 'utf8')).trim(), file }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 })
+  const token = randomBytes(32).toString('base64url')
+  await writeFile(file, token + '\n', { mode: 0o600, flag: 'wx' })
+  return { token, file }
+}
+
+export function etcdClientOptions (config: ServerConfig, endpoints: string[]): IOptions {
+  const { etcdTls, etcdAuth } = config
+  return {
+    hosts: endpoints,
+    ...(etcdTls && {
+      credentials: {
+        rootCertificate: etcdTls.caFile === undefined ? Buffer.alloc(0) : readFileSync(etcdTls.caFile),
+        ...(etcdTls.certFile !== undefined && { certChain: readFileSync(etcdTls.certFile) }),
+        ...(etcdTls.keyFile !== undefined && { privateKey: readFileSync(etcdTls.keyFile) })
+      }
+    }),
+    ...(etcdAuth && { auth: etcdAuth })
+  }
+}
+
+/**
+ * The standalone server: the plugin with admin bearer tokens and API keys, JSON logs with the
+ * credentials redacted and a request id on every request's lines, `/health` and `/ready`.
+ */
+export async function buildServer (config: ServerConfig, endpoints: string[], options: { logStream?: NodeJS.WritableStream } = {}): Promise<FastifyInstance> {
+  const admin = await loadAdminToken(config)
+  const serverOptions: FastifyServerOptions & { https?: { cert: Buffer, key: Buffer } } = {
+    logger: {
+      level: config.logLevel,
+      redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]'], censor: '[redacted]' },
+      ...(options.logStream && { stream: options.logStream })
+    },
+    genReqId: () => randomUUID(),
+    requestIdHeader: 'x-request-id',
+    // Names are at most 63 characters; a longer one must reach the route to be answered 400.
+    routerOptions: { maxParamLength: 1024 },
+    ...(config.tls && { https: { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } })
+  }
+  const app = Fastify(serverOptions)
+  if (admin.file !== undefined) app.log.info({ file: admin.file }, 'the admin bearer token is kept in this file (mode 0600)')
+
+  app.addHook('onSend', async (request, reply) => { reply.header('x-request-id', request.id) })
+  app.setErrorHandler((error, request, reply) => {
+    const answer = toHttpError(error)
+    if (answer.statusCode >= 500) request.log.error({ err: error }, 'request failed')
+    if (answer.statusCode === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
+    return reply.code(answer.statusCode).send({ message: answer.message, code: sensuCode(answer.statusCode) })
+  })
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send({ message: `no route ${request.method} ${request.url.split('?')[0]}`, code: 2 }))
+
+  await app.register(apiKeys, {
+    etcd: etcdClientOptions(config, endpoints),
+    root: config.root,
+    requestTimeout: config.requestTimeout,
+    authenticate: anyOf(bearerTokens([admin.token]), apiKeyAuth({ admins: config.admins }))
+  })
+
+  // Unauthenticated, as Sensu's and Kubernetes' services have them.
+  app.get('/health', { logLevel: 'warn' }, async () => ({ status: 'ok' }))
+  app.get('/ready', { logLevel: 'warn' }, async (request, reply) => {
+    try {
+      await app.apiKeys.ping(Math.min(config.requestTimeout, 2000))
+      return { status: 'ready' }
+    } catch {
+      reply.code(503).header('retry-after', String(RETRY_AFTER_SECONDS))
+      return { message: 'etcd does not answer', code: 8 }
+    }
+  })
+  return app
+}
