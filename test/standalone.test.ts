@@ -1,0 +1,130 @@
+// The standalone server (`npm start`): configuration checked at start, the embedded etcd and its
+// data across a restart, the admin token kept and never logged, /health and /ready, SIGTERM.
+import t from 'tap'
+import { statSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { ConfigError, loadConfig } from '../lib/config.js'
+import { dedicatedEtcd } from './helpers/etcd.js'
+import { freePort, runToExit, startServer, tempDir } from './helpers/server.js'
+
+t.test('a bad variable stops the start with one line that names it', async t => {
+  const bad: Array<[Record<string, string>, string]> = [
+    [{ PORT: 'abc' }, 'PORT'],
+    [{ PORT: '70000' }, 'PORT'],
+    [{ ETCD_ENDPOINTS: '127.0.0.1:2379' }, 'ETCD_ENDPOINTS'],
+    [{ ETCD_ENDPOINTS: 'http://a:1,b:2' }, 'ETCD_ENDPOINTS'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ REQUEST_TIMEOUT_MS: '0' }, 'REQUEST_TIMEOUT_MS'],
+    [{ ETCD_USERNAME: 'root' }, 'ETCD_USERNAME and ETCD_PASSWORD'],
+    [{ TLS_CERT_FILE: '/nonexistent/cert.pem', TLS_KEY_FILE: '/nonexistent/key.pem' }, 'TLS_CERT_FILE'],
+    [{ ETCD_CA_FILE: '/nonexistent/ca.pem' }, 'ETCD_CA_FILE'],
+    [{ APIKEY_ADMIN_TOKEN: 'short secret' }, 'APIKEY_ADMIN_TOKEN']
+  ]
+  for (const [env, name] of bad) {
+    t.throws(() => loadConfig(env), { constructor: ConfigError, message: new RegExp(`^${name} must be`) }, JSON.stringify(env))
+  }
+  t.throws(() => loadConfig({ APIKEY_ADMIN_TOKEN: 'short secret' }), { message: /^(?!.*short secret)/ }, 'a secret\'s value is never shown')
+
+  // And the process: exit code 1 and that one line.
+  const { code, stderr, stdout } = await runToExit({ PATH: process.env.PATH, PORT: 'abc' })
+  t.equal(code, 1, 'exit code 1')
+  t.equal(stdout, '', 'nothing on stdout')
+  t.match(stderr, /^fastify-etcd-apikeys: PORT must be a port number, 0 to 65535 \(got "abc"\)\n$/, 'one line on stderr, naming PORT')
+})
+
+t.test('defaults', async t => {
+  const config = loadConfig({})
+  t.match(config, { port: 8080, host: '127.0.0.1', root: '/sensu.io', admins: ['admin'], requestTimeout: 5000, embeddedEtcd: { clientPort: 2379, peerPort: 2380 } })
+  t.match(config.embeddedEtcd.dataDir, /\/data\/etcd$/, 'etcd data in ./data/etcd')
+  t.equal(config.etcdEndpoints, undefined, 'no ETCD_ENDPOINTS: the embedded etcd')
+})
+
+t.test('without an etcd binary and without ETCD_ENDPOINTS, the message gives the three ways', async t => {
+  const dataDir = await tempDir(t)
+  const { code, stderr } = await runToExit({ PATH: '/nonexistent', DATA_DIR: dataDir })
+  t.equal(code, 1)
+  t.match(stderr, /apt-get install etcd-server/, 'install etcd')
+  t.match(stderr, /brew install etcd/)
+  t.match(stderr, /ETCD_ENDPOINTS/, 'or point at a cluster')
+  t.match(stderr, /docker compose up/, 'or run the stack')
+})
+
+/** The environment of a server on an embedded etcd of its own: free ports, data in `dataDir`. */
+async function embeddedEnv (dataDir: string): Promise<NodeJS.ProcessEnv> {
+  return {
+    DATA_DIR: dataDir,
+    PORT: String(await freePort()),
+    ETCD_CLIENT_PORT: String(await freePort()),
+    ETCD_PEER_PORT: String(await freePort()),
+    LOG_LEVEL: 'trace'
+  }
+}
+
+t.test('npm start: an embedded etcd, keys that survive a restart, a token never logged', async t => {
+  const dataDir = await tempDir(t)
+  const env = await embeddedEnv(dataDir)
+  let server = await startServer(t, env)
+  const tokenFile = join(dataDir, 'admin-token')
+  const token = readFileSync(tokenFile, 'utf8').trim()
+  t.equal(statSync(tokenFile).mode & 0o777, 0o600, 'the admin token is kept with mode 0600')
+  t.ok(server.lines.some(line => line.includes(tokenFile)), 'the log says where the token is')
+  const auth = { authorization: `Bearer ${token}` }
+
+  const created = await fetch(`${server.url}/api/core/v2/namespaces/default/apikey`, { method: 'POST', headers: auth })
+  t.equal(created.status, 201)
+  const requestId = created.headers.get('x-request-id')
+  t.match(requestId, /^[0-9a-f-]{36}$/, 'every answer carries its request id')
+  const { key: secret, metadata } = await created.json() as { key: string, metadata: { name: string } }
+  const location = `${server.url}${created.headers.get('location')}`
+  t.equal((await fetch(location, { headers: { authorization: `Key ${secret}` } })).status, 200, 'the new key authenticates')
+
+  t.equal(await server.stop(), 0, 'SIGTERM: exit 0')
+  const firstRun = [...server.lines]
+  t.ok(firstRun.some(line => line.includes('"signal":"SIGTERM"')), 'the log says why it stopped')
+  t.equal(await fetch(location).then(() => 'up', () => 'down'), 'down', 'the server no longer listens')
+
+  server = await startServer(t, env)
+  const again = await fetch(location, { headers: auth })
+  t.equal(again.status, 200, 'after a restart the key is still there')
+  t.equal(((await again.json()) as { metadata: { name: string } }).metadata.name, metadata.name)
+  t.equal(readFileSync(tokenFile, 'utf8').trim(), token, 'and the admin token is the same')
+  t.equal((await fetch(location, { headers: { authorization: `Key ${secret}` } })).status, 200, 'and so is the secret')
+  t.equal(await server.stop(), 0)
+
+  // The logs, at trace level, of both runs: captured, JSON, request ids, and no credential.
+  const lines = [...firstRun, ...server.lines].filter(line => line.trim() !== '')
+  t.ok(lines.length >= 10, `the logs were captured: ${lines.length} lines`)
+  const records = lines.map(line => JSON.parse(line) as Record<string, unknown>)
+  t.ok(records.filter(r => r.reqId === requestId).length >= 2, 'a request\'s lines carry its id')
+  t.ok(records.filter(r => r.req !== undefined || r.res !== undefined).every(r => typeof r.reqId === 'string'), 'every request line has a request id')
+  for (const needle of [token, secret, secret.slice(4, 47)]) {
+    t.notOk(lines.some(line => line.includes(needle)), `no log line carries ${needle === token ? 'the admin token' : 'the secret'}`)
+  }
+})
+
+t.test('/health says the process is up; /ready says whether etcd answers', async t => {
+  const etcd = await dedicatedEtcd()
+  t.teardown(() => etcd.close())
+  const dataDir = await tempDir(t)
+  const server = await startServer(t, { DATA_DIR: dataDir, ETCD_ENDPOINTS: etcd.endpoints.join(','), REQUEST_TIMEOUT_MS: '1000' })
+  const get = async (path: string) => {
+    const res = await fetch(`${server.url}${path}`)
+    return { status: res.status, body: await res.json() }
+  }
+  t.same(await get('/health'), { status: 200, body: { status: 'ok' } })
+  t.same(await get('/ready'), { status: 200, body: { status: 'ready' } })
+  await etcd.freeze()
+  t.teardown(() => etcd.thaw())
+  const notReady = await get('/ready')
+  t.equal(notReady.status, 503, 'etcd frozen: not ready')
+  t.equal(notReady.body.code, 8)
+  t.same(await get('/health'), { status: 200, body: { status: 'ok' } }, 'but the process is up')
+  await etcd.thaw()
+  let ready = 0
+  for (let i = 0; i < 80 && ready !== 200; i++) {
+    ready = (await get('/ready')).status
+    if (ready !== 200) await new Promise(resolve => setTimeout(resolve, 250))
+  }
+  t.equal(ready, 200, 'ready again once etcd answers, without a restart')
+  t.same(await get('/nowhere'), { status: 404, body: { message: 'no route GET /nowhere', code: 2 } }, 'unknown routes answer JSON')
+})
