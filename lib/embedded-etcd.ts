@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { accessSync, constants, createWriteStream, mkdirSync } from 'node:fs'
 import { once } from 'node:events'
+import { createServer } from 'node:net'
 import { delimiter, dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -43,6 +44,14 @@ function findOnPath (name: string): string | undefined {
   return undefined
 }
 
+async function portInUse (port: number): Promise<boolean> {
+  const probe = createServer()
+  return await new Promise(resolve => {
+    probe.once('error', () => resolve(true))
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(false)))
+  })
+}
+
 async function healthy (url: string): Promise<boolean> {
   try {
     const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) })
@@ -59,6 +68,13 @@ async function healthy (url: string): Promise<boolean> {
 export async function startEmbeddedEtcd (options: EmbeddedEtcdOptions): Promise<EmbeddedEtcd> {
   const binary = options.binary ?? findOnPath('etcd')
   if (binary === undefined) throw new EtcdNotFoundError()
+  for (const [name, port] of [['ETCD_CLIENT_PORT', options.clientPort], ['ETCD_PEER_PORT', options.peerPort]] as const) {
+    if (await portInUse(port)) {
+      throw new Error(`port ${port} (${name}) is in use, so the embedded etcd cannot start. If an etcd already runs ` +
+        `there (Debian's etcd-server package starts one), use it: ETCD_ENDPOINTS=http://127.0.0.1:${options.clientPort}; ` +
+        'or choose other ports with ETCD_CLIENT_PORT and ETCD_PEER_PORT.')
+    }
+  }
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 })
   mkdirSync(dirname(options.logFile), { recursive: true })
   const client = `http://127.0.0.1:${options.clientPort}`
@@ -93,7 +109,7 @@ export async function startEmbeddedEtcd (options: EmbeddedEtcdOptions): Promise<
   while (!await healthy(client)) {
     if (exited) {
       log.end()
-      throw new Error(`the embedded etcd exited at start; see ${options.logFile} (is port ${options.clientPort} or ${options.peerPort} in use?)`)
+      throw new Error(`the embedded etcd exited at start; see ${options.logFile}`)
     }
     if (Date.now() > deadline) {
       await stop()

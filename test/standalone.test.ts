@@ -3,6 +3,7 @@
 import t from 'tap'
 import { statSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { createServer } from 'node:net'
 import { ConfigError, loadConfig } from '../lib/config.js'
 import { dedicatedEtcd } from './helpers/etcd.js'
 import { freePort, runToExit, startServer, tempDir } from './helpers/server.js'
@@ -47,6 +48,19 @@ t.test('without an etcd binary and without ETCD_ENDPOINTS, the message gives the
   t.match(stderr, /brew install etcd/)
   t.match(stderr, /ETCD_ENDPOINTS/, 'or point at a cluster')
   t.match(stderr, /docker compose up/, 'or run the stack')
+})
+
+t.test('an embedded etcd port already in use is said, with what to do', async t => {
+  const dataDir = await tempDir(t)
+  const busy = createServer()
+  await new Promise<void>(resolve => busy.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => busy.close())
+  const port = (busy.address() as { port: number }).port
+  const { code, stderr } = await runToExit({ PATH: process.env.PATH, DATA_DIR: dataDir, ETCD_CLIENT_PORT: String(port), ETCD_PEER_PORT: String(await freePort()) })
+  t.equal(code, 1)
+  t.match(stderr, new RegExp(`port ${port} \\(ETCD_CLIENT_PORT\\) is in use`))
+  t.match(stderr, new RegExp(`ETCD_ENDPOINTS=http://127.0.0.1:${port}`), 'and how to use the etcd that runs there')
+  t.equal(stderr.trim().split('\n').length, 1, 'on one line')
 })
 
 /** The environment of a server on an embedded etcd of its own: free ports, data in `dataDir`. */
