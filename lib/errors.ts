@@ -1,4 +1,5 @@
 import createError, { type FastifyErrorConstructor } from '@fastify/error'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { InvalidContinueTokenError } from './continue-token.js'
 
 // Typed errors of the store. They say what happened in etcd; `toHttpError` is the one place that
@@ -68,4 +69,21 @@ export function toHttpError (err: unknown): Error & { statusCode: number } {
   if (typeof status === 'number' && status >= 400 && status < 500) return err as Error & { statusCode: number }
   if (typeof status === 'number' && status === 503) return new UnavailableError()
   return new InternalError()
+}
+
+/** Answers any error in Sensu's shape, with its code: no stack, no etcd key, no secret. */
+export function sendError (error: Error, request: FastifyRequest, reply: FastifyReply) {
+  const answer = toHttpError(error)
+  if (answer.statusCode === 503) {
+    request.log.warn({ err: error.cause ?? error }, 'etcd unavailable')
+    reply.header('retry-after', String(RETRY_AFTER_SECONDS))
+  } else if (answer.statusCode >= 500) {
+    request.log.error({ err: error }, 'request failed')
+  }
+  return reply.code(answer.statusCode).send({ message: answer.message, code: sensuCode(answer.statusCode) })
+}
+
+/** The answer for a path that is no route. */
+export function sendRouteNotFound (request: FastifyRequest, reply: FastifyReply) {
+  return sendError(new NotFoundError(`no route ${request.method} ${request.url.split('?')[0]}`), request, reply)
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { Readable } from 'node:stream'
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
@@ -9,8 +9,8 @@ import {
 } from './schemas.js'
 import type { Action, Authorize, Caller } from './auth.js'
 import {
-  ForbiddenError, InvalidArgumentError, KeyNotFoundError, MethodNotAllowedError, NotFoundError,
-  RETRY_AFTER_SECONDS, UnauthenticatedError, UnsupportedMediaTypeError, VersionMismatchError, sensuCode, toHttpError
+  ForbiddenError, InvalidArgumentError, KeyNotFoundError, MethodNotAllowedError, UnauthenticatedError,
+  UnsupportedMediaTypeError, VersionMismatchError, sendError, sendRouteNotFound
 } from './errors.js'
 import { digestSecret, generateSecret } from './secrets.js'
 import { requestDeadline } from './deadline.js'
@@ -90,18 +90,6 @@ function callerOf (request: FastifyRequest): Caller {
   return request.apiKeyCaller as Caller
 }
 
-/** Answers every error in Sensu's shape, with its code; no stack, no etcd key, no secret. */
-function sendError (error: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) {
-  const answer = toHttpError(error)
-  if (answer.statusCode === 503) {
-    request.log.warn({ err: error.cause ?? error }, 'etcd unavailable')
-    reply.header('retry-after', String(RETRY_AFTER_SECONDS))
-  } else if (answer.statusCode >= 500) {
-    request.log.error({ err: error }, 'apikey request failed')
-  }
-  return reply.code(answer.statusCode).send({ message: answer.message, code: sensuCode(answer.statusCode) })
-}
-
 /** The routes, in their own encapsulated context so that its parsers, hooks and handlers stay here. */
 export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings, authorize, defaultPolicy }: RoutesOptions) {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
@@ -117,7 +105,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
 
   app.setValidatorCompiler(typeBoxValidatorCompiler)
   app.setErrorHandler(sendError)
-  app.setNotFoundHandler((request, reply) => sendError(new NotFoundError(`no route ${request.method} ${request.url.split('?')[0]}`), request, reply))
+  app.setNotFoundHandler(sendRouteNotFound)
 
   // Only JSON bodies. An empty body of any type is no body; a non-empty one of another type is a
   // 415. JSON errors get a fixed message: V8's would quote the body, and with it a secret.
@@ -294,9 +282,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
     }
     app.route({ method: ['PUT', 'PATCH', 'DELETE'], url: collection, handler: methodNotAllowed('GET, HEAD, POST') })
     app.route({ method: ['PUT', 'POST'], url: item, handler: methodNotAllowed('GET, HEAD, PATCH, DELETE') })
-    app.all(`${item}/*`, async (request) => {
-      throw new NotFoundError(`no route ${request.method} ${request.url.split('?')[0]}`)
-    })
+    app.all(`${item}/*`, sendRouteNotFound)
   }
 }
 

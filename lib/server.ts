@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { IOptions } from 'etcd3'
 import apiKeys, { anyOf, apiKeyAuth, bearerTokens } from './index.js'
-import { RETRY_AFTER_SECONDS, sensuCode, toHttpError } from './errors.js'
+import { RETRY_AFTER_SECONDS, sendError, sendRouteNotFound } from './errors.js'
 import type { ServerConfig } from './config.js'
 
 export interface AdminToken {
@@ -69,14 +69,8 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
   if (admin.file !== undefined) app.log.info({ file: admin.file }, 'the admin bearer token is kept in this file (mode 0600)')
 
   app.addHook('onSend', async (request, reply) => { reply.header('x-request-id', request.id) })
-  app.setErrorHandler((error, request, reply) => {
-    const answer = toHttpError(error)
-    if (answer.statusCode >= 500) request.log.error({ err: error }, 'request failed')
-    if (answer.statusCode === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
-    return reply.code(answer.statusCode).send({ message: answer.message, code: sensuCode(answer.statusCode) })
-  })
-  app.setNotFoundHandler((request, reply) =>
-    reply.code(404).send({ message: `no route ${request.method} ${request.url.split('?')[0]}`, code: 2 }))
+  app.setErrorHandler(sendError)
+  app.setNotFoundHandler(sendRouteNotFound)
 
   await app.register(apiKeys, {
     etcd: etcdClientOptions(config, endpoints),
