@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto'
 import { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+// Types only: `schema.hide` and `tags`, read by @fastify/swagger where a host registers it.
+import type {} from '@fastify/swagger'
 import { Type } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import {
@@ -146,9 +148,14 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
   for (const segment of ['apikey', 'apikeys']) {
     const collection = `/namespaces/:namespace/${segment}`
     const item = `${collection}/:apikey`
+    // Sensu Go's plural spelling answers the same and stays out of the OpenAPI document.
+    const hide = segment !== 'apikey'
+    const tags = ['apikeys']
 
     app.get(collection, {
       schema: {
+        hide,
+        tags,
         summary: 'List the API keys of a namespace',
         params: NamespaceParams,
         querystring: ListQuery,
@@ -175,6 +182,8 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
 
     app.post(collection, {
       schema: {
+        hide,
+        tags,
         summary: 'Create an API key; the answer holds its secret, shown this once',
         params: NamespaceParams,
         body: Type.Optional(CreateApiKeyBody),
@@ -218,6 +227,8 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
 
     app.get(item, {
       schema: {
+        hide,
+        tags,
         summary: 'Read an API key',
         params: ApiKeyParams,
         response: { 200: ApiKey, ...errorResponses }
@@ -233,6 +244,8 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
 
     app.patch(item, {
       schema: {
+        hide,
+        tags,
         summary: 'Update an API key with a JSON merge patch (RFC 7396)',
         params: ApiKeyParams,
         body: PatchApiKeyBody,
@@ -260,6 +273,8 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
 
     app.delete(item, {
       schema: {
+        hide,
+        tags,
         summary: 'Revoke an API key',
         params: ApiKeyParams,
         response: { 204: Type.Null({ description: 'revoked' }), ...errorResponses }
@@ -280,9 +295,9 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
       reply.header('allow', allow)
       throw new MethodNotAllowedError(request.method)
     }
-    app.route({ method: ['PUT', 'PATCH', 'DELETE'], url: collection, handler: methodNotAllowed('GET, HEAD, POST') })
-    app.route({ method: ['PUT', 'POST'], url: item, handler: methodNotAllowed('GET, HEAD, PATCH, DELETE') })
-    app.all(`${item}/*`, sendRouteNotFound)
+    app.route({ method: ['PUT', 'PATCH', 'DELETE'], url: collection, schema: { hide: true }, handler: methodNotAllowed('GET, HEAD, POST') })
+    app.route({ method: ['PUT', 'POST'], url: item, schema: { hide: true }, handler: methodNotAllowed('GET, HEAD, PATCH, DELETE') })
+    app.all(`${item}/*`, { schema: { hide: true } }, sendRouteNotFound)
   }
 }
 

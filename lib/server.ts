@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { IOptions } from 'etcd3'
+import swagger from '@fastify/swagger'
 import apiKeys, { anyOf, apiKeyAuth, bearerTokens } from './index.js'
 import { RETRY_AFTER_SECONDS, sendError, sendRouteNotFound } from './errors.js'
 import type { ServerConfig } from './config.js'
@@ -71,6 +72,21 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
   app.addHook('onSend', async (request, reply) => { reply.header('x-request-id', request.id) })
   app.setErrorHandler(sendError)
   app.setNotFoundHandler(sendRouteNotFound)
+
+  // The OpenAPI document, made from the routes' TypeBox schemas: GET /openapi.json.
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'APIKey API', description: 'Sensu Go\'s APIKey API, keys kept in etcd', version: '1' },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', description: 'the admin token' },
+          key: { type: 'apiKey', in: 'header', name: 'Authorization', description: 'Key <secret>' }
+        }
+      },
+      security: [{ bearer: [] }, { key: [] }]
+    }
+  })
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
 
   await app.register(apiKeys, {
     etcd: etcdClientOptions(config, endpoints),

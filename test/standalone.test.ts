@@ -141,4 +141,15 @@ t.test('/health says the process is up; /ready says whether etcd answers', async
   }
   t.equal(ready, 200, 'ready again once etcd answers, without a restart')
   t.same(await get('/nowhere'), { status: 404, body: { message: 'no route GET /nowhere', code: 2 } }, 'unknown routes answer JSON')
+
+  const openapi = await get('/openapi.json')
+  t.equal(openapi.status, 200, 'the OpenAPI document is served')
+  t.same(Object.keys(openapi.body.paths).sort(), [
+    '/api/core/v2/namespaces/{namespace}/apikey',
+    '/api/core/v2/namespaces/{namespace}/apikey/{apikey}',
+    '/health',
+    '/ready'
+  ], 'with the routes of the reference and the probes; the alias and catch-alls hidden')
+  const post = openapi.body.paths['/api/core/v2/namespaces/{namespace}/apikey'].post
+  t.ok(post.responses['201'].content['application/json'].schema.properties.key, 'made from the TypeBox schemas')
 })
