@@ -80,7 +80,10 @@ export async function startEmbeddedEtcd (options: EmbeddedEtcdOptions): Promise<
   const client = `http://127.0.0.1:${options.clientPort}`
   const peer = `http://127.0.0.1:${options.peerPort}`
   const log = createWriteStream(options.logFile, { flags: 'a' })
-  const child: ChildProcess = spawn(binary, [
+  // Where util-linux's setpriv exists, etcd gets SIGTERM when this process dies, even by SIGKILL,
+  // instead of living on with the ports and the data folder.
+  const setpriv = findOnPath('setpriv')
+  const args = [
     '--name', 'embedded',
     '--data-dir', options.dataDir,
     '--listen-client-urls', client,
@@ -88,7 +91,10 @@ export async function startEmbeddedEtcd (options: EmbeddedEtcdOptions): Promise<
     '--listen-peer-urls', peer,
     '--initial-advertise-peer-urls', peer,
     '--initial-cluster', `embedded=${peer}`
-  ], { stdio: ['ignore', 'pipe', 'pipe'] })
+  ]
+  const child: ChildProcess = setpriv === undefined
+    ? spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(setpriv, ['--pdeathsig', 'TERM', '--', binary, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   child.stdout?.pipe(log)
   child.stderr?.pipe(log)
   let exited = false

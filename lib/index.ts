@@ -7,6 +7,7 @@ import { apiKeyRoutes } from './routes.js'
 import { defaultAuthorize, type Caller } from './auth.js'
 import { digestSecret, isWellFormedSecret } from './secrets.js'
 import { requestDeadline } from './deadline.js'
+import { EtcdUnavailableError } from './errors.js'
 import type { ApiKey } from './schemas.js'
 
 /** What the plugin decorates the Fastify instance with, as `fastify.apiKeys`. */
@@ -44,7 +45,10 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
     await store.ping(requestDeadline(undefined, settings.requestTimeout))
   } catch (err) {
     if (owned) client.close()
-    throw new Error(`fastify-etcd-apikeys: etcd did not answer within ${settings.requestTimeout} ms`, { cause: err })
+    const why = err instanceof EtcdUnavailableError
+      ? `etcd did not answer within ${settings.requestTimeout} ms`
+      : 'etcd refused the connection check'
+    throw new Error(`fastify-etcd-apikeys: ${why}`, { cause: err })
   }
   if (owned) fastify.addHook('onClose', async () => client.close())
 
