@@ -6,7 +6,25 @@ import { join } from 'node:path'
 import { createServer } from 'node:net'
 import { ConfigError, loadConfig } from '../lib/config.js'
 import { dedicatedEtcd } from './helpers/etcd.js'
-import { freePort, runToExit, startServer, tempDir } from './helpers/server.js'
+import { ensureBuilt, freePorts, logLines, startServer, tempDir, waitForReady, type ServerProcess } from './helpers/standalone.js'
+
+await ensureBuilt()
+
+/** Runs the CLI to its end: for starts that must fail. */
+async function runToExit (env: Record<string, string>) {
+  const server = startServer(env)
+  const { code } = await server.exited
+  return { code, stdout: server.stdout(), stderr: server.stderr() }
+}
+
+/** Starts the server and resolves once /health answers; stopped in teardown. */
+async function start (t: { teardown(fn: () => unknown): void }, env: Record<string, string>): Promise<{ server: ServerProcess, url: string }> {
+  const server = startServer(env)
+  t.teardown(() => server.stop())
+  const url = `http://127.0.0.1:${env.PORT}`
+  await waitForReady(server, `${url}/health`)
+  return { server, url }
+}
 
 t.test('a bad variable stops the start with one line that names it', async t => {
   const bad: Array<[Record<string, string>, string]> = [
@@ -27,7 +45,7 @@ t.test('a bad variable stops the start with one line that names it', async t => 
   t.throws(() => loadConfig({ APIKEY_ADMIN_TOKEN: 'short secret' }), { message: /^(?!.*short secret)/ }, 'a secret\'s value is never shown')
 
   // And the process: exit code 1 and that one line.
-  const { code, stderr, stdout } = await runToExit({ PATH: process.env.PATH, PORT: 'abc' })
+  const { code, stderr, stdout } = await runToExit({ PORT: 'abc' })
   t.equal(code, 1, 'exit code 1')
   t.equal(stdout, '', 'nothing on stdout')
   t.match(stderr, /^fastify-etcd-apikeys: PORT must be a port number, 0 to 65535 \(got "abc"\)\n$/, 'one line on stderr, naming PORT')
@@ -56,7 +74,8 @@ t.test('an embedded etcd port already in use is said, with what to do', async t 
   await new Promise<void>(resolve => busy.listen(0, '127.0.0.1', resolve))
   t.teardown(() => busy.close())
   const port = (busy.address() as { port: number }).port
-  const { code, stderr } = await runToExit({ PATH: process.env.PATH, DATA_DIR: dataDir, ETCD_CLIENT_PORT: String(port), ETCD_PEER_PORT: String(await freePort()) })
+  const [peerPort] = await freePorts(1)
+  const { code, stderr } = await runToExit({ DATA_DIR: dataDir, ETCD_CLIENT_PORT: String(port), ETCD_PEER_PORT: String(peerPort) })
   t.equal(code, 1)
   t.match(stderr, new RegExp(`port ${port} \\(ETCD_CLIENT_PORT\\) is in use`))
   t.match(stderr, new RegExp(`ETCD_ENDPOINTS=http://127.0.0.1:${port}`), 'and how to use the etcd that runs there')
@@ -64,51 +83,48 @@ t.test('an embedded etcd port already in use is said, with what to do', async t 
 })
 
 /** The environment of a server on an embedded etcd of its own: free ports, data in `dataDir`. */
-async function embeddedEnv (dataDir: string): Promise<NodeJS.ProcessEnv> {
-  return {
-    DATA_DIR: dataDir,
-    PORT: String(await freePort()),
-    ETCD_CLIENT_PORT: String(await freePort()),
-    ETCD_PEER_PORT: String(await freePort()),
-    LOG_LEVEL: 'trace'
-  }
+async function embeddedEnv (dataDir: string): Promise<Record<string, string>> {
+  const [port, clientPort, peerPort] = await freePorts(3)
+  return { DATA_DIR: dataDir, PORT: String(port), ETCD_CLIENT_PORT: String(clientPort), ETCD_PEER_PORT: String(peerPort), LOG_LEVEL: 'trace' }
 }
 
 t.test('npm start: an embedded etcd, keys that survive a restart, a token never logged', async t => {
   const dataDir = await tempDir(t)
   const env = await embeddedEnv(dataDir)
-  let server = await startServer(t, env)
+  let { server, url } = await start(t, env)
   const tokenFile = join(dataDir, 'admin-token')
   const token = readFileSync(tokenFile, 'utf8').trim()
   t.equal(statSync(tokenFile).mode & 0o777, 0o600, 'the admin token is kept with mode 0600')
-  t.ok(server.lines.some(line => line.includes(tokenFile)), 'the log says where the token is')
+  t.ok(server.stdout().includes(tokenFile), 'the log says where the token is')
   const auth = { authorization: `Bearer ${token}` }
 
-  const created = await fetch(`${server.url}/api/core/v2/namespaces/default/apikey`, { method: 'POST', headers: auth })
+  const created = await fetch(`${url}/api/core/v2/namespaces/default/apikey`, { method: 'POST', headers: auth })
   t.equal(created.status, 201)
   const requestId = created.headers.get('x-request-id')
   t.match(requestId, /^[0-9a-f-]{36}$/, 'every answer carries its request id')
   const { key: secret, metadata } = await created.json() as { key: string, metadata: { name: string } }
-  const location = `${server.url}${created.headers.get('location')}`
+  const location = `${url}${created.headers.get('location')}`
   t.equal((await fetch(location, { headers: { authorization: `Key ${secret}` } })).status, 200, 'the new key authenticates')
 
-  t.equal(await server.stop(), 0, 'SIGTERM: exit 0')
-  const firstRun = [...server.lines]
-  t.ok(firstRun.some(line => line.includes('"signal":"SIGTERM"')), 'the log says why it stopped')
+  t.match(await server.stop(), { code: 0, timedOut: false }, 'SIGTERM: exit 0')
+  const firstRun = server.stdout() + server.stderr()
+  t.ok(firstRun.includes('"signal":"SIGTERM"'), 'the log says why it stopped')
   t.equal(await fetch(location).then(() => 'up', () => 'down'), 'down', 'the server no longer listens')
 
-  server = await startServer(t, env)
+  ;({ server, url } = await start(t, env))
   const again = await fetch(location, { headers: auth })
   t.equal(again.status, 200, 'after a restart the key is still there')
   t.equal(((await again.json()) as { metadata: { name: string } }).metadata.name, metadata.name)
   t.equal(readFileSync(tokenFile, 'utf8').trim(), token, 'and the admin token is the same')
   t.equal((await fetch(location, { headers: { authorization: `Key ${secret}` } })).status, 200, 'and so is the secret')
-  t.equal(await server.stop(), 0)
+  t.match(await server.stop(), { code: 0, timedOut: false })
 
   // The logs, at trace level, of both runs: captured, JSON, request ids, and no credential.
-  const lines = [...firstRun, ...server.lines].filter(line => line.trim() !== '')
+  const output = firstRun + server.stdout() + server.stderr()
+  const lines = output.split('\n').filter(line => line.trim() !== '')
   t.ok(lines.length >= 10, `the logs were captured: ${lines.length} lines`)
-  const records = lines.map(line => JSON.parse(line) as Record<string, unknown>)
+  const records = logLines(output)
+  t.equal(records.length, lines.length, 'every line is JSON')
   t.ok(records.filter(r => r.reqId === requestId).length >= 2, 'a request\'s lines carry its id')
   t.ok(records.filter(r => r.req !== undefined || r.res !== undefined).every(r => typeof r.reqId === 'string'), 'every request line has a request id')
   for (const needle of [token, secret, secret.slice(4, 47)]) {
@@ -120,9 +136,10 @@ t.test('/health says the process is up; /ready says whether etcd answers', async
   const etcd = await dedicatedEtcd()
   t.teardown(() => etcd.close())
   const dataDir = await tempDir(t)
-  const server = await startServer(t, { DATA_DIR: dataDir, ETCD_ENDPOINTS: etcd.endpoints.join(','), REQUEST_TIMEOUT_MS: '1000' })
+  const [port] = await freePorts(1)
+  const { url } = await start(t, { DATA_DIR: dataDir, PORT: String(port), ETCD_ENDPOINTS: etcd.endpoints.join(','), REQUEST_TIMEOUT_MS: '1000' })
   const get = async (path: string) => {
-    const res = await fetch(`${server.url}${path}`)
+    const res = await fetch(`${url}${path}`)
     return { status: res.status, body: await res.json() }
   }
   t.same(await get('/health'), { status: 200, body: { status: 'ok' } })
