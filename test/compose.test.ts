@@ -63,7 +63,8 @@ async function findCompose (): Promise<Compose | string> {
       await run(candidate.file, [...candidate.args, 'version'], { timeoutMs: 20_000 })
       return candidate
     } catch (err) {
-      said.push(`${candidate.name}: ${(err as Error).message.split('\n').slice(-1)[0] ?? ''}`)
+      const [head = '', ...tail] = (err as Error).message.split('\n')
+      said.push(`${candidate.name}: ${head.endsWith('exit ENOENT') ? 'not found' : tail.find(line => line.trim() !== '') ?? head}`)
     }
   }
   return said.join('; ')
@@ -192,36 +193,39 @@ if (typeof found === 'string') {
     }
     await removeLeftovers(compose)
 
+    // Cleanup, registered before anything is made: down with the volumes (below, or in teardown,
+    // or at exit if the process ends first), then the API image. The exit hook runs down again
+    // when an asynchronous one did not finish.
+    const state: { env?: NodeJS.ProcessEnv, downDone: boolean } = { downDone: false }
+    const downArgs = composeArgs(compose, PROJECT, ['down', '--volumes', '--remove-orphans', '--timeout', '5'])
+    const cleanupAtExit = (): void => {
+      if (state.env !== undefined && !state.downDone) spawnSync(compose.file, downArgs, { cwd: REPO, env: state.env, stdio: 'ignore', timeout: DOWN_TIMEOUT_MS })
+      spawnSync('docker', ['rmi', API_IMAGE], { stdio: 'ignore', timeout: 60_000 })
+    }
+    process.once('exit', cleanupAtExit)
+    t.teardown(async () => {
+      if (state.env !== undefined && !state.downDone) await run(compose.file, downArgs, { timeoutMs: DOWN_TIMEOUT_MS, env: state.env }).catch(() => {})
+      state.downDone = true
+      await run('docker', ['rmi', API_IMAGE], { timeoutMs: 60_000 }).catch(() => {})
+      process.removeListener('exit', cleanupAtExit)
+    })
+
     // Images, all built here from what the machine has.
-    const etcdImage = process.env.ETCD_IMAGE ?? await timed('etcd image (test/etcd-image/build.sh)', async () =>
-      (await run('bash', ['test/etcd-image/build.sh'], { timeoutMs: BUILD_TIMEOUT_MS })).stdout.trim())
+    const etcdImage = (process.env.ETCD_IMAGE ?? '') !== ''
+      ? process.env.ETCD_IMAGE as string
+      : await timed('etcd image (test/etcd-image/build.sh)', async () =>
+        (await run('bash', ['test/etcd-image/build.sh'], { timeoutMs: BUILD_TIMEOUT_MS })).stdout.trim())
     const nodeImage = await timed('Node image (docker/node-image/build.sh)', async () =>
       (await run('bash', ['docker/node-image/build.sh'], { timeoutMs: BUILD_TIMEOUT_MS })).stdout.trim())
-    t.teardown(async () => { await run('docker', ['rmi', API_IMAGE], { timeoutMs: 60_000 }).catch(() => {}) })
     await timed(`API image, target prebuilt (docker/build-prebuilt.sh ${API_IMAGE})`, async () =>
       await run('bash', ['docker/build-prebuilt.sh', API_IMAGE], { timeoutMs: BUILD_TIMEOUT_MS, env: { ...process.env, NODE_IMAGE: nodeImage } }))
     t.comment(`images: etcd ${etcdImage}, node ${nodeImage}, api ${API_IMAGE}`)
 
     const port = await freePort()
-    const env = composeEnv({ etcd: etcdImage, node: nodeImage }, port)
+    const stackEnv = composeEnv({ etcd: etcdImage, node: nodeImage }, port)
+    state.env = stackEnv
     const composeRun = async (args: string[], timeoutMs = 60_000): Promise<string> =>
-      (await run(compose.file, composeArgs(compose, PROJECT, args), { timeoutMs, env })).stdout
-
-    // Down with its volumes: below, or in teardown, or at exit if the process ends first (the
-    // exit hook runs it again when an asynchronous one did not finish).
-    let downDone = false
-    const downArgs = composeArgs(compose, PROJECT, ['down', '--volumes', '--remove-orphans', '--timeout', '5'])
-    const downAtExit = (): void => {
-      if (downDone) return
-      spawnSync(compose.file, downArgs, { cwd: REPO, env, stdio: 'ignore', timeout: DOWN_TIMEOUT_MS })
-      spawnSync('docker', ['rmi', API_IMAGE], { stdio: 'ignore', timeout: 60_000 })
-    }
-    process.once('exit', downAtExit)
-    t.teardown(async () => {
-      if (!downDone) await run(compose.file, downArgs, { timeoutMs: DOWN_TIMEOUT_MS, env }).catch(() => {})
-      downDone = true
-      process.removeListener('exit', downAtExit)
-    })
+      (await run(compose.file, composeArgs(compose, PROJECT, args), { timeoutMs, env: stackEnv })).stdout
 
     try {
       await stack(t, { port, composeRun, timed })
@@ -233,7 +237,7 @@ if (typeof found === 'string') {
 
     await timed('down -v', async () => {
       await composeRun(['down', '--volumes', '--remove-orphans', '--timeout', '10'], DOWN_TIMEOUT_MS)
-      downDone = true
+      state.downDone = true
     })
     const label = `label=com.docker.compose.project=${PROJECT}`
     for (const [kind, args] of [['container', ['ps', '--all']], ['network', ['network', 'ls']], ['volume', ['volume', 'ls']]] as const) {
