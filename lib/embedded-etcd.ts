@@ -33,8 +33,10 @@ export class EtcdNotFoundError extends Error {
   }
 }
 
-function findOnPath (name: string): string | undefined {
-  for (const folder of (process.env.PATH ?? '').split(delimiter)) {
+/** An executable named `name` in one of `extra` or of PATH's folders. */
+export function findOnPath (name: string, extra: string[] = []): string | undefined {
+  for (const folder of [...extra, ...(process.env.PATH ?? '').split(delimiter)]) {
+    if (folder === '') continue
     const candidate = join(folder, name)
     try {
       accessSync(candidate, constants.X_OK)

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { Etcd3 } from 'etcd3'
+import { Etcd3, type IOptions } from 'etcd3'
+import { noop } from 'cockatiel'
 import { resolveOptions, type ApiKeysOptions } from './options.js'
 import { ApiKeyStore } from './store.js'
 import { apiKeyRoutes } from './routes.js'
@@ -34,11 +35,36 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * etcd3 retries a failed call up to 3 times, all within the one deadline of the call, so a call
+ * sent to a member that died hangs until that deadline and its retries find no time left. The
+ * plugin's own client makes one attempt per call (cockatiel's noop) and keeps etcd3's circuit
+ * breaker per member, which stops sending to a member after 3 failures in a row; the store retries.
+ */
+function withOwnRetries (options: IOptions): IOptions {
+  return { ...options, faultHandling: { ...options.faultHandling, global: noop } }
+}
+
+/**
+ * A fifth of the request's budget, never below 500 ms. A member that does not answer fails at most
+ * three attempts before its circuit opens, so a fourth always has time to reach a live member.
+ */
+function attemptTimeoutFor (requestTimeout: number): number {
+  return Math.min(requestTimeout, Math.max(500, Math.floor(requestTimeout / 5)))
+}
+
 async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOptions) {
   const settings = resolveOptions(opts)
   const owned = !(settings.etcd instanceof Etcd3)
-  const client = settings.etcd instanceof Etcd3 ? settings.etcd : new Etcd3(settings.etcd)
-  const store = new ApiKeyStore(client, settings.root)
+  // The store makes the attempts of a client the plugin made (see withOwnRetries). A host's
+  // client, or one given its own retry policy, gets one attempt with the whole deadline.
+  const storeRetries = !(settings.etcd instanceof Etcd3) && settings.etcd.faultHandling?.global === undefined
+  const client = settings.etcd instanceof Etcd3
+    ? settings.etcd
+    : new Etcd3(storeRetries ? withOwnRetries(settings.etcd) : settings.etcd)
+  const store = new ApiKeyStore(client, settings.root, {
+    attemptTimeout: storeRetries ? attemptTimeoutFor(settings.requestTimeout) : undefined
+  })
 
   // Fail the boot, not the first request, when etcd cannot be reached.
   try {

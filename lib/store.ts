@@ -5,6 +5,7 @@ import {
   GRPCNotImplementedError, GRPCUnauthenticatedError, EtcdPermissionDeniedError,
   type IKeyValue, type IRangeResponse
 } from 'etcd3'
+import { isBrokenCircuitError } from 'cockatiel'
 import { EtcdKeys, rangeEnd } from './etcd-keys.js'
 import { decodeContinueToken, encodeContinueToken } from './continue-token.js'
 import {
@@ -52,11 +53,19 @@ const STREAM_BATCH = 500
 /** Applying a patch retries on a conflicting write this many times at most, deadline allowing. */
 const MAX_UPDATE_ATTEMPTS = 100
 
+/** A retry gets at least this many milliseconds, or is not made. */
+const MIN_ATTEMPT = 100
+/** How long past an attempt's deadline the store waits for the client to end the call itself. */
+const SAFETY_MARGIN = 100
+
+/** The client's circuit breaker refused the call: cockatiel's BrokenCircuitError. */
+function isOpenCircuit (err: unknown): boolean {
+  return isBrokenCircuitError(err)
+}
+
 /** etcd errors that mean "etcd cannot answer now", as opposed to a bug in the request. */
 function isUnavailable (err: unknown): boolean {
-  if (err instanceof EtcdUnavailableError || err instanceof ClientClosedError) return true
-  // The client's circuit breaker (cockatiel's BrokenCircuitError, matched as cockatiel matches it).
-  if (err instanceof Error && 'isBrokenCircuitError' in err) return true
+  if (err instanceof EtcdUnavailableError || err instanceof ClientClosedError || isOpenCircuit(err)) return true
   if (err instanceof Error && isRecoverableError(err)) return true
   if (err instanceof GRPCGenericError) {
     return !(err instanceof GRPCInvalidArgumentError || err instanceof GRPCNotFoundError ||
@@ -69,6 +78,29 @@ function isUnavailable (err: unknown): boolean {
     /leader|timed out|timeout|too many requests|unhealthy/i.test(err.message)
 }
 
+/** etcd's error as one of the store's: compaction, a future revision, unavailability, or as it is. */
+function translateEtcdError (err: unknown): unknown {
+  if (err instanceof GRPCOutOfRangeError) {
+    return /compacted/.test(err.message) ? new RevisionCompactedError(err.message) : new FutureRevisionError(err.message)
+  }
+  if (err instanceof EtcdUnavailableError) return err
+  if (isUnavailable(err)) return new EtcdUnavailableError('etcd unavailable', { cause: err })
+  return err
+}
+
+/** `work`, or an EtcdUnavailableError at `deadline` if it has not settled by then. */
+async function settleBy<T> (deadline: number, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new EtcdUnavailableError('etcd did not answer in time')), deadline - Date.now())
+  })
+  try {
+    return await Promise.race([work, expired])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 /**
  * Every etcd access of the plugin. Keys live at `<root>/apikeys/<namespace>/<name>` as JSON, and a
  * digest index at `<root>/apikey-digests/<sha256>` points at `<namespace>/<name>`; the two are
@@ -78,32 +110,37 @@ export class ApiKeyStore {
   readonly client: Etcd3
   readonly keys: EtcdKeys
 
-  constructor (client: Etcd3, root: string) {
+  /** The longest one attempt of a call may take; the request's deadline bounds them all. */
+  private readonly attemptTimeout: number
+
+  constructor (client: Etcd3, root: string, options: { attemptTimeout?: number } = {}) {
     this.client = client
     this.keys = new EtcdKeys(root)
+    this.attemptTimeout = options.attemptTimeout ?? Infinity
   }
 
   /**
-   * Runs one etcd call within the request's deadline: the call carries it as its gRPC deadline
-   * (the client's retries included), and a timer answers for the call if the client does not.
+   * Runs one etcd call within the request's deadline. With `attemptTimeout` below the deadline,
+   * a call that etcd cannot answer in time (a member that died: its connection hangs) is made
+   * again, and the client sends it to another member, while time is left; a timer answers for
+   * any call the client does not end itself. Every write here is safe to repeat (see create,
+   * update, delete).
    */
   private async withDeadline<T> ({ deadline }: Deadline, call: (options: { deadline: Date }) => Promise<T>): Promise<T> {
-    const left = deadline - Date.now()
-    if (left <= 0) throw new EtcdUnavailableError('request deadline exceeded')
-    let timer: NodeJS.Timeout | undefined
-    const expired = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new EtcdUnavailableError('request deadline exceeded')), left)
-    })
-    try {
-      return await Promise.race([call({ deadline: new Date(deadline) }), expired])
-    } catch (err) {
-      if (err instanceof GRPCOutOfRangeError) {
-        throw /compacted/.test(err.message) ? new RevisionCompactedError(err.message) : new FutureRevisionError(err.message)
+    for (;;) {
+      const now = Date.now()
+      if (now >= deadline) throw new EtcdUnavailableError('request deadline exceeded')
+      const attemptDeadline = Math.min(deadline, now + this.attemptTimeout)
+      try {
+        // The client's own deadline ends the call first, so that its circuit breaker counts the
+        // failure before the next attempt picks a member; the timer is the safety net.
+        return await settleBy(attemptDeadline + SAFETY_MARGIN, call({ deadline: new Date(attemptDeadline) }))
+      } catch (err) {
+        const error = translateEtcdError(err)
+        // No member to try (every circuit open): answer now rather than spin to the deadline.
+        const retry = error instanceof EtcdUnavailableError && !isOpenCircuit(err) && deadline - Date.now() >= MIN_ATTEMPT
+        if (!retry) throw error
       }
-      if (isUnavailable(err)) throw new EtcdUnavailableError('etcd unavailable', { cause: err })
-      throw err
-    } finally {
-      clearTimeout(timer)
     }
   }
 

@@ -2,12 +2,13 @@
 // or from an `etcd` binary on PATH, whichever is found first (see sharedEtcd).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { accessSync, closeSync, constants, openSync, readFileSync, rmSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { createServer, type Server } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
-import { delimiter, join } from 'node:path'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { findOnPath } from '../../lib/embedded-etcd.js'
 import {
   GenericContainer,
   getContainerRuntimeClient,
@@ -430,18 +431,6 @@ async function removeOrphanDirs (): Promise<void> {
     return Number.isInteger(pid) && !pidAlive(pid)
   })
   await Promise.all(orphans.map(async (name) => await rm(join(tmpdir(), name), { recursive: true, force: true })))
-}
-
-function findOnPath (name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (dir === '') continue
-    const candidate = join(dir, name)
-    try {
-      accessSync(candidate, constants.X_OK)
-      return candidate
-    } catch {}
-  }
-  return undefined
 }
 
 // ---------------------------------------------------------------------------

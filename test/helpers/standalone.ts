@@ -8,9 +8,12 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
-import { delimiter, join } from 'node:path'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { findOnPath } from '../../lib/embedded-etcd.js'
+
+export { findOnPath }
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url))
 export const CLI = join(REPO, 'dist', 'cli.js')
@@ -18,17 +21,6 @@ export const CLI = join(REPO, 'dist', 'cli.js')
 /** Children still running when this process exits are killed (setpriv also covers a SIGKILLed test). */
 const running = new Set<ChildProcess>()
 process.once('exit', () => { for (const child of running) child.kill('SIGKILL') })
-
-export function findOnPath (name: string, extra: string[] = []): string | undefined {
-  for (const dir of [...extra, ...(process.env.PATH ?? '').split(delimiter)]) {
-    if (dir === '') continue
-    const candidate = join(dir, name)
-    try {
-      if (statSync(candidate).isFile()) return candidate
-    } catch {}
-  }
-  return undefined
-}
 
 /**
  * Spawns a child that dies with this process, even when this process is SIGKILLed (setpriv,
