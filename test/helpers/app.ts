@@ -6,6 +6,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { Etcd3 } from 'etcd3'
 import apiKeys, { anyOf, apiKeyAuth, bearerTokens, type ApiKeysOptions } from '../../lib/index.js'
 import type { EtcdHandle } from './etcd.js'
+import { LeakWatch } from './leak-watch.js'
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789'
 export const BASE = '/api/core/v2'
@@ -13,6 +14,7 @@ export const BASE = '/api/core/v2'
 /** The subset of tap's Test that the helpers need. */
 export interface Teardown {
   teardown(fn: () => unknown): void
+  comment(...message: unknown[]): void
 }
 
 export interface Call {
@@ -70,7 +72,10 @@ export function uniqueRoot (): string {
 
 export async function buildApp (t: Teardown, etcd: EtcdHandle, options: Partial<ApiKeysOptions> = {}): Promise<TestApp> {
   const root = options.root ?? uniqueRoot()
-  const app = Fastify()
+  // Every app logs at trace level into a leak watch, checked when the test ends.
+  const leakWatch = new LeakWatch(ADMIN_TOKEN)
+  const app = Fastify({ logger: { level: 'trace', stream: leakWatch.stream } })
+  leakWatch.watch(app)
   await app.register(apiKeys, {
     etcd: { hosts: etcd.endpoints },
     root,
@@ -82,6 +87,7 @@ export async function buildApp (t: Teardown, etcd: EtcdHandle, options: Partial<
   t.teardown(async () => {
     await app.close()
     client.close()
+    t.comment(leakWatch.verify())
   })
   return withHelpers(app, root, client)
 }
