@@ -1,5 +1,6 @@
 import { Etcd3, type IOptions } from 'etcd3'
 import type { Authenticate, Authorize } from './auth.js'
+import type { AuthFailureLimit } from './brute-force.js'
 
 export interface ApiKeysOptions {
   /** etcd client options, or an Etcd3 client the host already has (the plugin closes only its own). */
@@ -18,6 +19,8 @@ export interface ApiKeysOptions {
   authenticate: Authenticate
   /** Decides what a caller may do. Default: admins everything, others their own username's keys. */
   authorize?: Authorize
+  /** Failed authentications per client address and window before 429s; false: no limit. Default 30 per 60 s. */
+  authFailureLimit?: Partial<AuthFailureLimit> | false
 }
 
 export interface ResolvedOptions {
@@ -29,6 +32,7 @@ export interface ResolvedOptions {
   requestTimeout: number
   authenticate: Authenticate
   authorize?: Authorize
+  authFailureLimit: AuthFailureLimit | false
 }
 
 export const defaults = {
@@ -37,7 +41,8 @@ export const defaults = {
   basePath: '/api/core/v2',
   keyPrefix: 'sak_',
   bodyLimit: 64 * 1024,
-  requestTimeout: 5000
+  requestTimeout: 5000,
+  authFailureLimit: { max: 30, timeWindow: 60_000 }
 } as const
 
 function fail (name: string, rule: string, value: unknown): never {
@@ -69,6 +74,18 @@ function etcdOption (value: unknown): IOptions | Etcd3 {
   return value as IOptions
 }
 
+function authFailureLimitOption (value: unknown): AuthFailureLimit | false {
+  if (value === false) return false
+  if (value !== undefined && (typeof value !== 'object' || value === null)) {
+    fail('authFailureLimit', 'must be { max, timeWindow } or false', value)
+  }
+  const given = (value ?? {}) as Partial<AuthFailureLimit>
+  return {
+    max: positiveInteger('authFailureLimit.max', given.max ?? defaults.authFailureLimit.max),
+    timeWindow: positiveInteger('authFailureLimit.timeWindow', given.timeWindow ?? defaults.authFailureLimit.timeWindow)
+  }
+}
+
 /** Every option checked at registration, with defaults applied; a wrong one names itself. */
 export function resolveOptions (options: Partial<ApiKeysOptions> | undefined): ResolvedOptions {
   const o = options ?? {}
@@ -84,6 +101,7 @@ export function resolveOptions (options: Partial<ApiKeysOptions> | undefined): R
     bodyLimit: positiveInteger('bodyLimit', o.bodyLimit ?? defaults.bodyLimit),
     requestTimeout: positiveInteger('requestTimeout', o.requestTimeout ?? defaults.requestTimeout),
     authenticate: o.authenticate,
-    authorize: o.authorize
+    authorize: o.authorize,
+    authFailureLimit: authFailureLimitOption(o.authFailureLimit)
   }
 }

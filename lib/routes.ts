@@ -12,8 +12,9 @@ import {
 import type { Action, Authorize, Caller } from './auth.js'
 import {
   ForbiddenError, InvalidArgumentError, KeyNotFoundError, MethodNotAllowedError, UnauthenticatedError,
-  UnsupportedMediaTypeError, VersionMismatchError, sendError, sendRouteNotFound
+  UnsupportedMediaTypeError, TooManyRequestsError, VersionMismatchError, sendError, sendRouteNotFound
 } from './errors.js'
+import { authFailureGuard } from './brute-force.js'
 import { digestSecret, generateSecret } from './secrets.js'
 import { requestDeadline } from './deadline.js'
 import { typeBoxValidatorCompiler, firstProblem } from './validation.js'
@@ -131,11 +132,22 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
     done(body === '' ? null : unsupportedMediaType(request), undefined)
   })
 
-  // Authentication comes first, before any body is read: without valid credentials, a 401.
+  const guard = settings.authFailureLimit === false ? undefined : await authFailureGuard(app, settings.authFailureLimit)
+  const tooManyFailures = (reply: FastifyReply, seconds: number) => {
+    reply.header('retry-after', String(seconds))
+    return new TooManyRequestsError(String(seconds))
+  }
+
+  // Authentication comes first, before any body is read: without valid credentials, a 401. An
+  // address past its limit of failed authentications is refused before it may try again.
   app.addHook('onRequest', async (request, reply) => {
     deadline(request)
+    const wait = guard?.waitFor(request) ?? 0
+    if (wait > 0) throw tooManyFailures(reply, wait)
     const caller = await settings.authenticate(request)
     if (caller === null || caller === undefined) {
+      const blocked = await guard?.failed(request) ?? 0
+      if (blocked > 0) throw tooManyFailures(reply, blocked)
       reply.header('www-authenticate', 'Bearer, Key')
       throw new UnauthenticatedError()
     }

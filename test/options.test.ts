@@ -43,7 +43,10 @@ t.test('a wrong option fails register with a message that names it', async t => 
     ['etcd', { etcd: 'http://127.0.0.1:2379' }],
     ['etcd.hosts', { etcd: { hosts: '127.0.0.1:2379' } }],
     ['etcd.hosts', { etcd: { hosts: [] } }],
-    ['etcd.hosts', { etcd: { hosts: ['http://a:1', 'https://b:2'] } }]
+    ['etcd.hosts', { etcd: { hosts: ['http://a:1', 'https://b:2'] } }],
+    ['authFailureLimit', { authFailureLimit: 5 }],
+    ['authFailureLimit.max', { authFailureLimit: { max: 0 } }],
+    ['authFailureLimit.timeWindow', { authFailureLimit: { timeWindow: '1m' } }]
   ]
   for (const [name, options] of wrong) {
     await t.rejects(register(options), { message: new RegExp(`option "${name.replace('.', '\\.')}"`) }, `${name}: ${JSON.stringify(options)}`)
@@ -94,6 +97,7 @@ t.test('defaults', async t => {
     basePath: '/api/core/v2',
     keyPrefix: 'sak_',
     bodyLimit: 65536,
-    requestTimeout: 5000
+    requestTimeout: 5000,
+    authFailureLimit: { max: 30, timeWindow: 60_000 }
   })
 })

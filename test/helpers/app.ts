@@ -80,6 +80,8 @@ export async function buildApp (t: Teardown, etcd: EtcdHandle, options: Partial<
     etcd: { hosts: etcd.endpoints },
     root,
     authenticate: anyOf(bearerTokens([ADMIN_TOKEN]), apiKeyAuth({ admins: ['admin'] })),
+    // Many tests send bad credentials on purpose; test/brute-force.test.ts tests the limit.
+    authFailureLimit: false,
     ...options
   })
   await app.ready()
