@@ -31,7 +31,11 @@ export const ServerEnvironment = Type.Object({
   APIKEY_ADMIN_TOKEN: Type.Optional(variable('^[\\x21-\\x7e]{16,}$', 'at least 16 printable characters without spaces', true)),
   APIKEY_ADMINS: Type.Optional(variable('^[^,\\s]+(,[^,\\s]+)*$', 'comma-separated usernames')),
   REQUEST_TIMEOUT_MS: Type.Optional(variable('^[1-9][0-9]{0,6}$', 'milliseconds, a positive integer')),
-  LOG_LEVEL: Type.Optional(variable('^(fatal|error|warn|info|debug|trace|silent)$', 'one of fatal, error, warn, info, debug, trace, silent'))
+  LOG_LEVEL: Type.Optional(variable('^(fatal|error|warn|info|debug|trace|silent)$', 'one of fatal, error, warn, info, debug, trace, silent')),
+  HTTP_REQUEST_TIMEOUT_MS: Type.Optional(variable('^[1-9][0-9]{0,6}$', 'milliseconds, a positive integer')),
+  AUTH_FAILURE_MAX: Type.Optional(variable('^(0|[1-9][0-9]{0,6})$', 'a number of failed authentications, 0 for no limit')),
+  AUTH_FAILURE_WINDOW_MS: Type.Optional(variable('^[1-9][0-9]{0,8}$', 'milliseconds, a positive integer')),
+  TRUST_PROXY: Type.Optional(variable('^(true|false|[0-9a-fA-F.:/]+(,[0-9a-fA-F.:/]+)*)$', 'true, false, or comma-separated proxy addresses or CIDR ranges'))
 })
 type Environment = Static<typeof ServerEnvironment>
 
@@ -50,6 +54,11 @@ export interface ServerConfig {
   admins: string[]
   requestTimeout: number
   logLevel: string
+  /** Milliseconds for a client to send a whole request (headers and body). */
+  httpRequestTimeout: number
+  authFailureLimit: { max: number, timeWindow: number } | false
+  /** Fastify's trustProxy: whose X-Forwarded-For gives the client address. */
+  trustProxy: boolean | string[]
 }
 
 export class ConfigError extends Error {}
@@ -70,6 +79,11 @@ function readable (name: string, file: string | undefined): string | undefined {
     throw new ConfigError(`${name} must be ${ServerEnvironment.properties[name as keyof Environment].description}: cannot read ${file}`)
   }
   return file
+}
+
+function trustProxyOf (value: string | undefined): boolean | string[] {
+  if (value === undefined || value === 'false') return false
+  return value === 'true' || value.split(',')
 }
 
 /**
@@ -121,6 +135,11 @@ export function loadConfig (env: NodeJS.ProcessEnv): ServerConfig {
     adminToken: e.APIKEY_ADMIN_TOKEN,
     admins: (e.APIKEY_ADMINS ?? 'admin').split(','),
     requestTimeout: Number(e.REQUEST_TIMEOUT_MS ?? 5000),
-    logLevel: e.LOG_LEVEL ?? 'info'
+    logLevel: e.LOG_LEVEL ?? 'info',
+    httpRequestTimeout: Number(e.HTTP_REQUEST_TIMEOUT_MS ?? 30_000),
+    authFailureLimit: e.AUTH_FAILURE_MAX === '0'
+      ? false
+      : { max: Number(e.AUTH_FAILURE_MAX ?? 30), timeWindow: Number(e.AUTH_FAILURE_WINDOW_MS ?? 60_000) },
+    trustProxy: trustProxyOf(e.TRUST_PROXY)
   }
 }

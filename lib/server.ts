@@ -1,12 +1,14 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
+import { STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import { join } from 'node:path'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { IOptions } from 'etcd3'
 import swagger from '@fastify/swagger'
 import apiKeys, { anyOf, apiKeyAuth, bearerTokens } from './index.js'
-import { RETRY_AFTER_SECONDS, sendError, sendRouteNotFound } from './errors.js'
+import { RETRY_AFTER_SECONDS, sendError, sendRouteNotFound, sensuCode } from './errors.js'
 import type { ServerConfig } from './config.js'
 
 export interface AdminToken {
@@ -33,6 +35,29 @@ export async function loadAdminToken (config: ServerConfig): Promise<AdminToken>
   return { token, file }
 }
 
+/** Node's limit on the request line and headers together, stated here so that it is documented. */
+export const MAX_HEADER_BYTES = 16 * 1024
+
+/**
+ * Answers what Node refuses before Fastify sees a request (a slow or oversized request, bad HTTP)
+ * in the same JSON shape as every other error, then closes the connection.
+ */
+function clientErrorHandler (this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket) {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const [status, message] = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+    ? [408, 'the request did not arrive in time']
+    : err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, `the request line and headers exceed ${MAX_HEADER_BYTES} bytes`]
+      : [400, 'malformed HTTP request']
+  this.log.debug({ code: err.code }, 'client error')
+  const body = JSON.stringify({ message, code: sensuCode(status) })
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  }
+  socket.destroy()
+}
+
 export function etcdClientOptions (config: ServerConfig, endpoints: string[]): IOptions {
   const { etcdTls, etcdAuth } = config
   return {
@@ -54,7 +79,8 @@ export function etcdClientOptions (config: ServerConfig, endpoints: string[]): I
  */
 export async function buildServer (config: ServerConfig, endpoints: string[], options: { logStream?: NodeJS.WritableStream } = {}): Promise<FastifyInstance> {
   const admin = await loadAdminToken(config)
-  const serverOptions: FastifyServerOptions & { https?: { cert: Buffer, key: Buffer } } = {
+  const nodeServerOptions = { maxHeaderSize: MAX_HEADER_BYTES, connectionsCheckingInterval: 1000 }
+  const serverOptions: FastifyServerOptions & { https?: object } = {
     logger: {
       level: config.logLevel,
       redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]'], censor: '[redacted]' },
@@ -64,7 +90,15 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
     requestIdHeader: 'x-request-id',
     // Names are at most 63 characters; a longer one must reach the route to be answered 400.
     routerOptions: { maxParamLength: 1024 },
-    ...(config.tls && { https: { cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } })
+    trustProxy: config.trustProxy,
+    // A slow client cannot hold a connection: the whole request within httpRequestTimeout (Node
+    // checks every second here, not every 30 s), an idle connection closed after a minute.
+    requestTimeout: config.httpRequestTimeout,
+    connectionTimeout: 60_000,
+    clientErrorHandler,
+    ...(config.tls
+      ? { https: { ...nodeServerOptions, cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } }
+      : { http: nodeServerOptions })
   }
   const app = Fastify(serverOptions)
   if (admin.file !== undefined) app.log.info({ file: admin.file }, 'the admin bearer token is kept in this file (mode 0600)')
@@ -92,6 +126,7 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
     etcd: etcdClientOptions(config, endpoints),
     root: config.root,
     requestTimeout: config.requestTimeout,
+    authFailureLimit: config.authFailureLimit,
     authenticate: anyOf(bearerTokens([admin.token]), apiKeyAuth({ admins: config.admins }))
   })
 

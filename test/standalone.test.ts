@@ -3,7 +3,9 @@
 import t from 'tap'
 import { statSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createServer } from 'node:net'
+import { connect, createServer } from 'node:net'
+import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { ConfigError, loadConfig } from '../lib/config.js'
 import { dedicatedEtcd } from './helpers/etcd.js'
 import { ensureBuilt, freePorts, logLines, startServer, tempDir, waitForReady, type ServerProcess } from './helpers/standalone.js'
@@ -169,4 +171,62 @@ t.test('/health says the process is up; /ready says whether etcd answers', async
   ], 'with the routes of the reference and the probes; the alias and catch-alls hidden')
   const post = openapi.body.paths['/api/core/v2/namespaces/{namespace}/apikey'].post
   t.ok(post.responses['201'].content['application/json'].schema.properties.key, 'made from the TypeBox schemas')
+})
+
+/** Sends `text` over a raw connection, and `rest` only after `pause` ms; resolves with the answer and whether the server closed. */
+async function rawExchange (port: number, text: string, pause = 0, rest = ''): Promise<{ answer: string, closed: boolean, ms: number }> {
+  const started = Date.now()
+  const socket = connect(port, '127.0.0.1')
+  let answer = ''
+  socket.setEncoding('utf8')
+  socket.on('data', chunk => { answer += chunk })
+  socket.on('error', () => {})
+  socket.write(text)
+  if (pause > 0) setTimeout(() => { if (!socket.destroyed) socket.write(rest) }, pause)
+  const closed = await Promise.race([once(socket, 'close').then(() => true), sleep(15_000).then(() => false)])
+  socket.destroy()
+  return { answer, closed, ms: Date.now() - started }
+}
+
+t.test('a slow client or an oversized request is refused in JSON, the connection closed', async t => {
+  const dataDir = await tempDir(t)
+  const env: Record<string, string> = { ...await embeddedEnv(dataDir), HTTP_REQUEST_TIMEOUT_MS: '1000' }
+  const { server } = await start(t, env)
+  const port = Number(env.PORT)
+
+  // Headers that never end: the request must have arrived within HTTP_REQUEST_TIMEOUT_MS.
+  const slow = await rawExchange(port, 'GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ', 10_000, '1\r\n\r\n')
+  t.ok(slow.closed, `a request still arriving is cut off (after ${slow.ms} ms)`)
+  t.ok(slow.ms < 5000, 'within the timeout and Node\'s one-second check, not the 10 s the client takes')
+  t.match(slow.answer, /^HTTP\/1\.1 408 /, '408')
+  t.same(JSON.parse(slow.answer.split('\r\n\r\n')[1]), { message: 'the request did not arrive in time', code: 1 }, 'in the JSON error shape')
+
+  const big = await rawExchange(port, `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`)
+  t.match(big.answer, /^HTTP\/1\.1 431 /, 'headers over 16 KiB: 431')
+  t.same(JSON.parse(big.answer.split('\r\n\r\n')[1]), { message: 'the request line and headers exceed 16384 bytes', code: 1 })
+  t.ok(big.closed, 'and the connection is closed')
+
+  const url = await rawExchange(port, `GET /api/core/v2/namespaces/${'n'.repeat(20_000)}/apikey HTTP/1.1\r\nHost: x\r\n\r\n`)
+  t.match(url.answer, /^HTTP\/1\.1 431 /, 'a URL over the limit too')
+
+  const healthy = await rawExchange(port, 'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+  t.match(healthy.answer, /^HTTP\/1\.1 200 /, 'a normal request still works')
+  t.match(await server.stop(), { code: 0 })
+})
+
+t.test('failed authentications are limited per client address, behind a trusted proxy too', async t => {
+  const dataDir = await tempDir(t)
+  const env: Record<string, string> = { ...await embeddedEnv(dataDir), AUTH_FAILURE_MAX: '3', AUTH_FAILURE_WINDOW_MS: '60000', TRUST_PROXY: '127.0.0.1' }
+  const { url } = await start(t, env)
+  const token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim()
+  const list = (client: string, bearer: string) => fetch(`${url}/api/core/v2/namespaces/default/apikey`, {
+    headers: { authorization: `Bearer ${bearer}`, 'x-forwarded-for': client }
+  })
+  const attacker = '198.51.100.7'
+  for (let i = 1; i <= 3; i++) t.equal((await list(attacker, `guess-${i}`)).status, 401, `failure ${i}`)
+  const refused = await list(attacker, 'guess-4')
+  t.equal(refused.status, 429, 'past AUTH_FAILURE_MAX: 429')
+  t.ok(Number(refused.headers.get('retry-after')) > 0, 'with Retry-After')
+  t.equal((await list(attacker, token)).status, 429, 'even with the right token')
+  t.equal((await list('198.51.100.8', token)).status, 200, 'another client behind the same proxy goes on')
 })
