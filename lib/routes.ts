@@ -7,7 +7,8 @@ import type {} from '@fastify/swagger'
 import { Type } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import {
-  ApiKey, ApiKeyParams, CreateApiKeyBody, CreatedApiKey, ErrorBody, ListQuery, NamespaceParams, PatchApiKeyBody
+  ApiKey, ApiKeyParams, CreateApiKeyBody, CreatedApiKey, ErrorBody, ListQuery, NamespaceParams, PatchApiKeyBody,
+  RevokeAllAnswer, RevokeAllQuery
 } from './schemas.js'
 import type { Action, Authorize, Caller } from './auth.js'
 import {
@@ -104,6 +105,14 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
   const ensureVisible = async (request: FastifyRequest, namespace: string, key: ApiKey) => {
     if (!await allowed(request, 'get', namespace, key)) throw new KeyNotFoundError(`apikey ${key.metadata.name} not found`)
   }
+  /**
+   * One audit line for every change: who, what, when (the line's time), from where. Names and
+   * fields only, never values: a key's headers may hold credentials, and never its secret.
+   */
+  const audit = (request: FastifyRequest, action: 'create' | 'patch' | 'delete' | 'revoke-all', details: Record<string, unknown>) => {
+    const { username, admin } = callerOf(request)
+    request.log.info({ audit: { action, by: username, admin, from: request.ip, ...details } }, `apikey ${action}`)
+  }
   const locationOf = (namespace: string, name: string) => `${app.prefix}/namespaces/${namespace}/apikey/${name}`
 
   app.setValidatorCompiler(typeBoxValidatorCompiler)
@@ -156,6 +165,11 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
     }
     request.apiKeyCaller = caller
   })
+
+  const methodNotAllowed = (allow: string) => async (request: FastifyRequest, reply: FastifyReply) => {
+    reply.header('allow', allow)
+    throw new MethodNotAllowedError(request.method)
+  }
 
   for (const segment of ['apikey', 'apikeys']) {
     const collection = `/namespaces/:namespace/${segment}`
@@ -231,6 +245,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
       }
       const secret = generateSecret(keyPrefix)
       const created = await store.create(key, digestSecret(secret), deadline(request))
+      audit(request, 'create', { namespace, name: key.metadata.name, username: key.username })
       return reply.code(201)
         .header('location', locationOf(namespace, key.metadata.name))
         .header('etag', etagOf(created.revision))
@@ -279,6 +294,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         }
         return after
       }, deadline(request))
+      audit(request, 'patch', { namespace, name: apikey, username: updated.key.username, fields: Object.keys(request.body as object) })
       reply.header('etag', etagOf(updated.revision))
       return updated.key
     })
@@ -293,24 +309,41 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
       }
     }, async (request, reply) => {
       const { namespace, apikey } = request.params
+      let username = ''
       await store.delete(namespace, apikey, async (current) => {
         await ensureVisible(request, namespace, current.key)
         if (!await allowed(request, 'delete', namespace, current.key)) {
           throw new ForbiddenError(`${callerOf(request).username} may not delete this key`)
         }
+        username = current.key.username
       }, deadline(request))
+      audit(request, 'delete', { namespace, name: apikey, username })
       return reply.code(204).send(null)
     })
 
     // Other methods on these paths, and deeper paths (an unencoded `a/b`), answer in JSON too.
-    const methodNotAllowed = (allow: string) => async (request: FastifyRequest, reply: FastifyReply) => {
-      reply.header('allow', allow)
-      throw new MethodNotAllowedError(request.method)
-    }
     app.route({ method: ['PUT', 'PATCH', 'DELETE'], url: collection, schema: { hide: true }, handler: methodNotAllowed('GET, HEAD, POST') })
     app.route({ method: ['PUT', 'POST'], url: item, schema: { hide: true }, handler: methodNotAllowed('GET, HEAD, PATCH, DELETE') })
     app.all(`${item}/*`, { schema: { hide: true } }, sendRouteNotFound)
   }
+
+  // Containment of a leaked key: a key can mint more keys for its own user, so an admin revokes
+  // every key of that user, in all namespaces, at once.
+  app.delete('/apikeys', {
+    schema: {
+      tags: ['apikeys'],
+      summary: 'Revoke every API key of a username, in all namespaces (admins only)',
+      querystring: RevokeAllQuery,
+      response: { 200: RevokeAllAnswer, ...errorResponses }
+    }
+  }, async (request) => {
+    const { username } = request.query
+    if (!callerOf(request).admin) throw new ForbiddenError('only an admin may revoke every key of a user')
+    const deleted = await store.deleteAllOf(username, { ...deadline(request), batchTimeout: requestTimeout })
+    audit(request, 'revoke-all', { username, deleted })
+    return { username, deleted }
+  })
+  app.route({ method: ['GET', 'PUT', 'POST', 'PATCH'], url: '/apikeys', schema: { hide: true }, handler: methodNotAllowed('DELETE') })
 }
 
 function unsupportedMediaType (request: FastifyRequest): Error {

@@ -90,6 +90,12 @@ export const ListQuery = Type.Object({
   continue: Type.Optional(Type.String({ description: 'the Sensu-Continue header of the previous page' }))
 })
 
+export const RevokeAllQuery = Type.Object({ username: Username })
+export const RevokeAllAnswer = Type.Object({
+  username: Type.String(),
+  deleted: Type.Integer({ description: 'how many keys were revoked' })
+})
+
 /** Every error answer, in the shape Sensu Go uses. */
 export const ErrorBody = Type.Object({
   message: Type.String(),

@@ -50,6 +50,8 @@ export interface ListPage {
 export const MAX_KEYS_SCANNED_PER_PAGE = 10_000
 /** Keys read per etcd range request while streaming a whole namespace. */
 const STREAM_BATCH = 500
+/** Keys deleted at once by deleteAllOf. */
+const REVOKE_CONCURRENCY = 8
 /** Applying a patch retries on a conflicting write this many times at most, deadline allowing. */
 const MAX_UPDATE_ATTEMPTS = 100
 
@@ -326,6 +328,39 @@ export class ApiKeyStore {
         start = res.kvs[res.kvs.length - 1].key.toString('utf8') + '\0'
       }
     })()
+  }
+
+  /**
+   * Deletes every key of `username`, in all namespaces, each with its digest entry and guarded
+   * like a single delete: a key that changed user meanwhile is left. Reads the records in bounded
+   * batches; the first within the request's deadline, each later one with `batchTimeout` ms.
+   * Resolves with how many keys it deleted.
+   */
+  async deleteAllOf (username: string, options: Deadline & { batchTimeout: number }): Promise<number> {
+    const end = rangeEnd(this.keys.records)
+    let start = this.keys.records
+    let deleted = 0
+    for (let budget: Deadline = options; ; budget = { deadline: Date.now() + options.batchTimeout }) {
+      const res = await this.range({ key: start, end, limit: STREAM_BATCH }, budget)
+      const theirs = res.kvs.filter(kv => parseRecord(kv).username === username)
+      for (let i = 0; i < theirs.length; i += REVOKE_CONCURRENCY) {
+        const done = await Promise.all(theirs.slice(i, i + REVOKE_CONCURRENCY).map(async kv => {
+          const [namespace, name] = this.keys.relativeToRecords(kv.key.toString('utf8')).split('/')
+          try {
+            await this.delete(namespace, name, current => {
+              if (current.key.username !== username) throw new KeyNotFoundError('no longer this user\'s')
+            }, { deadline: Date.now() + options.batchTimeout })
+            return 1
+          } catch (err) {
+            if (err instanceof KeyNotFoundError) return 0
+            throw err
+          }
+        }))
+        deleted += done.reduce<number>((sum, n) => sum + n, 0)
+      }
+      if (!res.more || res.kvs.length === 0) return deleted
+      start = res.kvs[res.kvs.length - 1].key.toString('utf8') + '\0'
+    }
   }
 
   private walkStart (namespace: string, continueToken: string | undefined): { start: string, revision?: number } {

@@ -30,7 +30,10 @@ function describe (union: ValueError, part: string): string {
   const field = fieldName(error.path)
   if (part === 'params') return `invalid ${field} name: it must match ${NAME_PATTERN}`
   if (part === 'querystring') {
-    return field === 'limit' ? 'limit must be a non-negative integer' : `invalid query parameter ${field}`
+    if (field === 'limit') return 'limit must be a non-negative integer'
+    return error.type === ValueErrorType.ObjectRequiredProperty
+      ? `query parameter ${field} is required`
+      : `invalid query parameter ${field}`
   }
   if (field === '') return `${part} must be a JSON object`
   switch (error.type) {

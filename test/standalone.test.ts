@@ -164,11 +164,12 @@ t.test('/health says the process is up; /ready says whether etcd answers', async
   const openapi = await get('/openapi.json')
   t.equal(openapi.status, 200, 'the OpenAPI document is served')
   t.same(Object.keys(openapi.body.paths).sort(), [
+    '/api/core/v2/apikeys',
     '/api/core/v2/namespaces/{namespace}/apikey',
     '/api/core/v2/namespaces/{namespace}/apikey/{apikey}',
     '/health',
     '/ready'
-  ], 'with the routes of the reference and the probes; the alias and catch-alls hidden')
+  ], 'with the routes of the reference, revoke-all and the probes; the alias and catch-alls hidden')
   const post = openapi.body.paths['/api/core/v2/namespaces/{namespace}/apikey'].post
   t.ok(post.responses['201'].content['application/json'].schema.properties.key, 'made from the TypeBox schemas')
 })

@@ -51,6 +51,8 @@ export interface TestApp {
   createKey(namespace: string, body?: unknown, auth?: string): Promise<CreatedKey>
   /** Every key and value under the test's root, for "nothing changed" checks. */
   snapshot(): Promise<Record<string, string>>
+  /** The app's log lines so far (trace level), parsed. */
+  logs(): Array<Record<string, any>>
 }
 
 export interface CreatedKey {
@@ -91,10 +93,10 @@ export async function buildApp (t: Teardown, etcd: EtcdHandle, options: Partial<
     client.close()
     t.comment(leakWatch.verify())
   })
-  return withHelpers(app, root, client)
+  return withHelpers(app, root, client, leakWatch)
 }
 
-export function withHelpers (app: FastifyInstance, root: string, client: Etcd3): TestApp {
+export function withHelpers (app: FastifyInstance, root: string, client: Etcd3, leakWatch?: LeakWatch): TestApp {
   const call = ({ path, method = 'GET', body, headers = {}, auth = adminAuth, socket = false }: Call): Promise<Answer> => {
     const all: Record<string, string> = { ...headers }
     if (auth !== null) all.authorization = auth
@@ -121,6 +123,9 @@ export function withHelpers (app: FastifyInstance, root: string, client: Etcd3):
     async snapshot () {
       const all = await client.getAll().prefix(`${root}/`).strings()
       return all
+    },
+    logs () {
+      return (leakWatch?.lines ?? []).map(line => JSON.parse(line) as Record<string, any>)
     }
   }
 }
