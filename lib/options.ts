@@ -21,6 +21,8 @@ export interface ApiKeysOptions {
   authorize?: Authorize
   /** Failed authentications per client address and window before 429s; false: no limit. Default 30 per 60 s. */
   authFailureLimit?: Partial<AuthFailureLimit> | false
+  /** Keys a username may hold when a non-admin creates one (admins are not limited); false: no limit. Default 100. */
+  maxKeysPerUser?: number | false
 }
 
 export interface ResolvedOptions {
@@ -33,6 +35,7 @@ export interface ResolvedOptions {
   authenticate: Authenticate
   authorize?: Authorize
   authFailureLimit: AuthFailureLimit | false
+  maxKeysPerUser: number | false
 }
 
 export const defaults = {
@@ -42,7 +45,8 @@ export const defaults = {
   keyPrefix: 'sak_',
   bodyLimit: 64 * 1024,
   requestTimeout: 5000,
-  authFailureLimit: { max: 30, timeWindow: 60_000 }
+  authFailureLimit: { max: 30, timeWindow: 60_000 },
+  maxKeysPerUser: 100
 } as const
 
 function fail (name: string, rule: string, value: unknown): never {
@@ -102,6 +106,7 @@ export function resolveOptions (options: Partial<ApiKeysOptions> | undefined): R
     requestTimeout: positiveInteger('requestTimeout', o.requestTimeout ?? defaults.requestTimeout),
     authenticate: o.authenticate,
     authorize: o.authorize,
-    authFailureLimit: authFailureLimitOption(o.authFailureLimit)
+    authFailureLimit: authFailureLimitOption(o.authFailureLimit),
+    maxKeysPerUser: o.maxKeysPerUser === false ? false : positiveInteger('maxKeysPerUser', o.maxKeysPerUser ?? defaults.maxKeysPerUser)
   }
 }

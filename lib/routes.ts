@@ -243,6 +243,12 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
       if (!await allowed(request, 'create', namespace, key)) {
         throw new ForbiddenError(`${caller.username} may not create keys for user ${key.username}`)
       }
+      // A key can mint keys for its own user: a quota bounds how many (a soft one: two creates
+      // racing at the limit may both pass). Admins are not limited.
+      const quota = settings.maxKeysPerUser
+      if (quota !== false && !caller.admin && await store.countKeysOf(key.username, quota, deadline(request)) >= quota) {
+        throw new ForbiddenError(`user ${key.username} holds ${quota} keys, the most a non-admin may create`)
+      }
       const secret = generateSecret(keyPrefix)
       const created = await store.create(key, digestSecret(secret), deadline(request))
       audit(request, 'create', { namespace, name: key.metadata.name, username: key.username })

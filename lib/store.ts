@@ -331,6 +331,24 @@ export class ApiKeyStore {
   }
 
   /**
+   * How many keys `username` holds, in all namespaces, counted up to `stopAt` (reading stops
+   * there). All within the request's deadline.
+   */
+  async countKeysOf (username: string, stopAt: number, deadline: Deadline): Promise<number> {
+    const end = rangeEnd(this.keys.records)
+    let start = this.keys.records
+    let count = 0
+    for (;;) {
+      const res = await this.range({ key: start, end, limit: STREAM_BATCH }, deadline)
+      for (const kv of res.kvs) {
+        if (parseRecord(kv).username === username && ++count >= stopAt) return count
+      }
+      if (!res.more || res.kvs.length === 0) return count
+      start = res.kvs[res.kvs.length - 1].key.toString('utf8') + '\0'
+    }
+  }
+
+  /**
    * Deletes every key of `username`, in all namespaces, each with its digest entry and guarded
    * like a single delete: a key that changed user meanwhile is left. Reads the records in bounded
    * batches; the first within the request's deadline, each later one with `batchTimeout` ms.

@@ -63,3 +63,29 @@ t.test('every change leaves one audit line: who, what, when, from where', async 
   t.notOk(text.includes(key.secret), 'no secret')
   t.notOk(text.includes('do-not-log-me'), 'no value of the key\'s own headers')
 })
+
+t.test('a non-admin creates keys for its user only up to the quota; admins are not limited', async t => {
+  const api = await buildApp(t, etcd, { maxKeysPerUser: 3 })
+  const bob = await api.createKey('a', { username: 'bob' })
+  const asBob = keyAuth(bob.secret)
+  const mint = (namespace: string) => api.call({ method: 'POST', path: `/namespaces/${namespace}/apikey`, body: {}, auth: asBob })
+  t.equal((await mint('a')).statusCode, 201, 'bob\'s second key')
+  const third = await mint('b')
+  t.equal(third.statusCode, 201, 'his third, in another namespace')
+  const before = await api.snapshot()
+  const refused = await mint('c')
+  checkError(t, refused, 403, 4, 'a fourth: the quota counts every namespace')
+  t.match(refused.json().message, /holds 3 keys/)
+  t.same(await api.snapshot(), before, 'and wrote nothing')
+
+  const byAdmin = await api.call({ method: 'POST', path: '/namespaces/c/apikey', body: { username: 'bob' } })
+  t.equal(byAdmin.statusCode, 201, 'an admin is not limited: bob now holds 4 keys')
+  checkError(t, await mint('c'), 403, 4, 'so bob still may not mint one')
+
+  for (const res of [third, byAdmin]) {
+    const { namespace, name } = res.json().metadata
+    t.equal((await api.call({ method: 'DELETE', path: `/namespaces/${namespace}/apikey/${name}` })).statusCode, 204)
+  }
+  t.equal((await mint('c')).statusCode, 201, 'with two revoked, bob may mint again, up to 3')
+  checkError(t, await mint('c'), 403, 4, 'and not past them')
+})

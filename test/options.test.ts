@@ -46,7 +46,8 @@ t.test('a wrong option fails register with a message that names it', async t => 
     ['etcd.hosts', { etcd: { hosts: ['http://a:1', 'https://b:2'] } }],
     ['authFailureLimit', { authFailureLimit: 5 }],
     ['authFailureLimit.max', { authFailureLimit: { max: 0 } }],
-    ['authFailureLimit.timeWindow', { authFailureLimit: { timeWindow: '1m' } }]
+    ['authFailureLimit.timeWindow', { authFailureLimit: { timeWindow: '1m' } }],
+    ['maxKeysPerUser', { maxKeysPerUser: 0 }]
   ]
   for (const [name, options] of wrong) {
     await t.rejects(register(options), { message: new RegExp(`option "${name.replace('.', '\\.')}"`) }, `${name}: ${JSON.stringify(options)}`)
@@ -98,6 +99,7 @@ t.test('defaults', async t => {
     keyPrefix: 'sak_',
     bodyLimit: 65536,
     requestTimeout: 5000,
-    authFailureLimit: { max: 30, timeWindow: 60_000 }
+    authFailureLimit: { max: 30, timeWindow: 60_000 },
+    maxKeysPerUser: 100
   })
 })
