@@ -14,8 +14,8 @@ import type { ApiKey } from './schemas.js'
 /** What the plugin decorates the Fastify instance with, as `fastify.apiKeys`. */
 export interface ApiKeys {
   /**
-   * The key a secret belongs to, or null when it is malformed, forged or revoked (a malformed one
-   * without reading etcd). Given the request, the lookup shares its deadline. Rejects with a 503
+   * The key a secret belongs to, or null when it is malformed, forged, revoked or expired (a
+   * malformed one without reading etcd). Given the request, the lookup shares its deadline. Rejects with a 503
    * error when etcd cannot answer in time.
    */
   verify(secret: string, request?: FastifyRequest): Promise<ApiKey | null>
@@ -81,7 +81,10 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
   const apiKeys: ApiKeys = {
     async verify (secret, request) {
       if (typeof secret !== 'string' || !isWellFormedSecret(secret, settings.keyPrefix)) return null
-      return await store.findByDigest(digestSecret(secret), requestDeadline(request, settings.requestTimeout))
+      const key = await store.findByDigest(digestSecret(secret), requestDeadline(request, settings.requestTimeout))
+      // The guarantee of expires_at, to the second: etcd's lease removes the key only eventually.
+      if (key?.expires_at !== undefined && Date.now() / 1000 >= key.expires_at) return null
+      return key
     },
     async ping (timeout = settings.requestTimeout) {
       await store.ping({ deadline: Date.now() + timeout })

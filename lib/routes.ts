@@ -68,6 +68,17 @@ const immutableFields: Array<[string, (key: ApiKey) => unknown]> = [
   ['created_at', key => key.created_at]
 ]
 
+/** etcd's longest lease, in seconds: an expiry further away cannot be kept. */
+const MAX_LEASE_SECONDS = 9_000_000_000
+
+/** A new expiry must lie in the future (and within etcd's longest lease); a 400 when not. */
+function checkExpiry (expiresAt: number | undefined) {
+  if (expiresAt === undefined) return
+  const now = Math.floor(Date.now() / 1000)
+  if (expiresAt <= now) throw new InvalidArgumentError('field "expires_at" must be in the future (Unix seconds)')
+  if (expiresAt - now > MAX_LEASE_SECONDS) throw new InvalidArgumentError('field "expires_at" is further away than etcd can keep a lease')
+}
+
 /** The key as `patch` would leave it, checked like a new key; a 400 when it cannot be. */
 function patchedKey (current: ApiKey, patch: unknown): ApiKey {
   const after = mergePatch(current, patch) as ApiKey
@@ -76,6 +87,7 @@ function patchedKey (current: ApiKey, patch: unknown): ApiKey {
   }
   const problem = firstProblem(checkApiKey, after, 'patched apikey')
   if (problem !== null) throw new InvalidArgumentError(problem)
+  if (after.expires_at !== current.expires_at) checkExpiry(after.expires_at)
   return after
 }
 
@@ -238,8 +250,10 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         ...(body.url !== undefined && { url: body.url }),
         ...(body.sha512 !== undefined && { sha512: body.sha512 }),
         ...(body.filters !== undefined && { filters: body.filters }),
-        ...(body.headers !== undefined && { headers: body.headers })
+        ...(body.headers !== undefined && { headers: body.headers }),
+        ...(body.expires_at !== undefined && { expires_at: body.expires_at })
       }
+      checkExpiry(key.expires_at)
       if (!await allowed(request, 'create', namespace, key)) {
         throw new ForbiddenError(`${caller.username} may not create keys for user ${key.username}`)
       }

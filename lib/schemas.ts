@@ -24,7 +24,8 @@ export const ApiKey = Type.Object({
   url: Type.Optional(Type.String()),
   sha512: Type.Optional(Type.String()),
   filters: Type.Optional(Nullable(StringMap)),
-  headers: Type.Optional(Nullable(StringMap))
+  headers: Type.Optional(Nullable(StringMap)),
+  expires_at: Type.Optional(Type.Integer({ description: 'Unix seconds; from then on the key no longer authenticates, and etcd removes it' }))
 }, { ...Closed })
 export type ApiKey = Static<typeof ApiKey>
 
@@ -52,7 +53,8 @@ export const CreateApiKeyBody = Type.Object({
   url: Type.Optional(Type.String()),
   sha512: Type.Optional(Type.String()),
   filters: Type.Optional(Nullable(StringMap)),
-  headers: Type.Optional(Nullable(StringMap))
+  headers: Type.Optional(Nullable(StringMap)),
+  expires_at: Type.Optional(Type.Integer({ description: 'Unix seconds, in the future; absent: the key never expires' }))
 }, { ...Closed })
 export type CreateApiKeyBody = Static<typeof CreateApiKeyBody>
 
@@ -75,7 +77,8 @@ export const PatchApiKeyBody = Type.Object({
   url: Type.Optional(Nullable(Type.String())),
   sha512: Type.Optional(Nullable(Type.String())),
   filters: Type.Optional(Nullable(PatchStringMap)),
-  headers: Type.Optional(Nullable(PatchStringMap))
+  headers: Type.Optional(Nullable(PatchStringMap)),
+  expires_at: Type.Optional(Nullable(Type.Integer({ description: 'Unix seconds, in the future; null: never expires' })))
 }, { ...Closed })
 export type PatchApiKeyBody = Static<typeof PatchApiKeyBody>
 

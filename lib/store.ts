@@ -3,7 +3,7 @@ import {
   Etcd3, GRPCGenericError, GRPCOutOfRangeError, EtcdError, ClientClosedError, isRecoverableError,
   GRPCInvalidArgumentError, GRPCNotFoundError, GRPCAlreadyExistsError, GRPCFailedPreconditionError,
   GRPCNotImplementedError, GRPCUnauthenticatedError, EtcdPermissionDeniedError,
-  type IKeyValue, type IRangeResponse
+  type IKeyValue, type IRangeResponse, type PutBuilder
 } from 'etcd3'
 import { isBrokenCircuitError } from 'cockatiel'
 import { EtcdKeys, rangeEnd } from './etcd-keys.js'
@@ -179,12 +179,13 @@ export class ApiKeyStore {
     const recordKey = this.keys.record(key.metadata.namespace, key.metadata.name)
     const digestKey = this.keys.digest(digest)
     const record: StoredRecord = { ...key, key_sha256: digest }
+    const lease = await this.leaseUntil(key.expires_at, deadline)
     const res = await this.withDeadline(deadline, options => this.client
       .if(recordKey, 'Create', '==', 0)
       .and(digestKey, 'Create', '==', 0)
       .then(
-        this.client.put(recordKey).value(JSON.stringify(record)),
-        this.client.put(digestKey).value(EtcdKeys.digestTarget(key.metadata.namespace, key.metadata.name))
+        withLease(this.client.put(recordKey).value(JSON.stringify(record)), lease),
+        withLease(this.client.put(digestKey).value(EtcdKeys.digestTarget(key.metadata.namespace, key.metadata.name)), lease)
       )
       .else(this.client.get(recordKey))
       .options(options)
@@ -222,9 +223,19 @@ export class ApiKeyStore {
       if (isDeepStrictEqual(after, before)) return { key: before, revision: current.revision }
       written = JSON.stringify({ ...after, key_sha256: current.value.key_sha256 })
       const value = written
+      // A put without a lease detaches the key from its lease: an unchanged expiry keeps the
+      // lease; a changed one moves the record and its digest entry to a new lease (or to none).
+      const keepLease = after.expires_at === before.expires_at
+      const lease = keepLease ? undefined : await this.leaseUntil(after.expires_at, options)
+      const digestKey = this.keys.digest(current.value.key_sha256)
       const res = await this.withDeadline(options, callOptions => this.client
         .if(recordKey, 'Mod', '==', current.revision)
-        .then(this.client.put(recordKey).value(value))
+        .then(...keepLease
+          ? [this.client.put(recordKey).value(value).ignoreLease()]
+          : [
+              withLease(this.client.put(recordKey).value(value), lease),
+              withLease(this.client.put(digestKey).value(EtcdKeys.digestTarget(namespace, name)), lease)
+            ])
         .options(callOptions)
         .commit())
       if (res.succeeded) return { key: after, revision: Number(res.header.revision) }
@@ -254,6 +265,18 @@ export class ApiKeyStore {
       if (res.succeeded) return
       if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
     }
+  }
+
+  /**
+   * A lease that etcd lets expire at `expiresAt` (Unix seconds), so that it removes an expiring
+   * key and its digest entry by itself; undefined for a key that never expires. etcd may keep a
+   * lease a little longer (across leader changes), which is why verify checks expires_at itself.
+   */
+  private async leaseUntil (expiresAt: number | undefined, deadline: Deadline): Promise<string | undefined> {
+    if (expiresAt === undefined) return undefined
+    const ttl = Math.max(1, expiresAt - Math.floor(Date.now() / 1000))
+    const res = await this.withDeadline(deadline, options => this.client.leaseClient.leaseGrant({ TTL: ttl, ID: 0 }, options))
+    return String(res.ID)
   }
 
   /** The key whose secret has this digest, or null. */
@@ -386,6 +409,11 @@ export class ApiKeyStore {
     const token = decodeContinueToken(continueToken, namespace)
     return { start: this.keys.records + token.start, revision: token.rev }
   }
+}
+
+/** A put on `lease`, or on none. */
+function withLease (put: PutBuilder, lease: string | undefined): PutBuilder {
+  return lease === undefined ? put : put.lease(lease)
 }
 
 function parseRecord (kv: IKeyValue): StoredRecord {
