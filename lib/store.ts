@@ -1,4 +1,5 @@
 import { isDeepStrictEqual } from 'node:util'
+import { setTimeout as sleep } from 'node:timers/promises'
 import {
   Etcd3, GRPCGenericError, GRPCOutOfRangeError, EtcdError, ClientClosedError, isRecoverableError,
   GRPCInvalidArgumentError, GRPCNotFoundError, GRPCAlreadyExistsError, GRPCFailedPreconditionError,
@@ -57,6 +58,8 @@ const MAX_UPDATE_ATTEMPTS = 100
 
 /** A retry gets at least this many milliseconds, or is not made. */
 const MIN_ATTEMPT = 100
+/** The pause between two attempts of one call. */
+const RETRY_PAUSE = 50
 /** How long past an attempt's deadline the store waits for the client to end the call itself. */
 const SAFETY_MARGIN = 100
 
@@ -140,8 +143,10 @@ export class ApiKeyStore {
       } catch (err) {
         const error = translateEtcdError(err)
         // No member to try (every circuit open): answer now rather than spin to the deadline.
-        const retry = error instanceof EtcdUnavailableError && !isOpenCircuit(err) && deadline - Date.now() >= MIN_ATTEMPT
+        const retry = error instanceof EtcdUnavailableError && !isOpenCircuit(err) && deadline - Date.now() >= MIN_ATTEMPT + RETRY_PAUSE
         if (!retry) throw error
+        // A member that refuses at once must not make this a busy loop (a host's client may have no breaker).
+        await sleep(RETRY_PAUSE)
       }
     }
   }
