@@ -14,6 +14,8 @@ const BASE64URL = /^[A-Za-z0-9_-]+$/
 
 export class InvalidContinueTokenError extends Error {}
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
+
 export function encodeContinueToken (token: ContinueToken): string {
   return Buffer.from(JSON.stringify({ v: 1, rev: token.rev, start: token.start }), 'utf8').toString('base64url')
 }
@@ -27,9 +29,12 @@ export function decodeContinueToken (text: string, namespace: string): ContinueT
   if (text.length > MAX_TOKEN_LENGTH || !BASE64URL.test(text)) {
     throw new InvalidContinueTokenError('continue token is not valid base64url')
   }
+  const bytes = Buffer.from(text, 'base64url')
+  // Buffer decodes leniently (spare bits, a stray last character): a token must be canonical.
+  if (bytes.toString('base64url') !== text) throw new InvalidContinueTokenError('continue token is not valid base64url')
   let parsed: unknown
   try {
-    parsed = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'))
+    parsed = JSON.parse(strictUtf8.decode(bytes))
   } catch {
     throw new InvalidContinueTokenError('continue token is not a token of this server')
   }

@@ -307,6 +307,7 @@ export class ApiKeyStore {
     const items: ApiKey[] = []
     let scanned = 0
     let lastKey = ''
+    let lastShown = false
     let more = false
     while (items.length < limit) {
       const want = limit - items.length
@@ -318,7 +319,8 @@ export class ApiKeyStore {
         scanned++
         lastKey = kv.key.toString('utf8')
         const key = toApiKey(parseRecord(kv))
-        if (!filter || await filter(key)) items.push(key)
+        lastShown = !filter || await filter(key)
+        if (lastShown) items.push(key)
         if (items.length === limit) {
           more ||= i < res.kvs.length - 1
           break
@@ -328,9 +330,19 @@ export class ApiKeyStore {
       start = lastKey + '\0'
     }
     if (!more) return { items }
+    let next = lastKey + '\0'
+    if (!lastShown) {
+      // The scan cap cut the page on a key the caller may not see: the token must not name it
+      // (another user's key is a 404, so that its existence is not revealed). It names the
+      // shortest prefix of the next key that sorts after it instead: past every key scanned.
+      const after = await this.range({ key: next, end, limit: 1, revision }, options)
+      const nextKey = after.kvs[0]?.key
+      if (nextKey === undefined) return { items }
+      next = separator(Buffer.from(lastKey), nextKey)
+    }
     return {
       items,
-      continueToken: encodeContinueToken({ rev: revision ?? 0, start: this.keys.relativeToRecords(lastKey) + '\0' })
+      continueToken: encodeContinueToken({ rev: revision ?? 0, start: this.keys.relativeToRecords(next) })
     }
   }
 
@@ -419,6 +431,13 @@ export class ApiKeyStore {
 /** A put on `lease`, or on none. */
 function withLease (put: PutBuilder, lease: string | undefined): PutBuilder {
   return lease === undefined ? put : put.lease(lease)
+}
+
+/** The shortest prefix of `b` that sorts after `a` (given a < b): `b` up to its first byte unlike `a`'s. */
+function separator (a: Buffer, b: Buffer): string {
+  let i = 0
+  while (i < a.length && a[i] === b[i]) i++
+  return b.subarray(0, i + 1).toString('utf8')
 }
 
 function parseRecord (kv: IKeyValue): StoredRecord {

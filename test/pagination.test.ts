@@ -339,6 +339,11 @@ t.test('a filtered page reads at most 10,000 keys: it may be empty and still car
   t.equal(first.res.statusCode, 200)
   t.strictSame(first.res.json(), [], 'page 1 scanned 10,000 keys and found none of bob\'s')
   t.ok(first.next, 'and still carries a token')
+  // The page ended on a key bob may not see (a 404 to him): its token must not name it.
+  const { start } = decodeToken(first.next as string)
+  const otherNames = new Set(others.map(s => `cap/${s.body.metadata.name as string}`))
+  t.notOk(otherNames.has(start.endsWith('\u0000') ? start.slice(0, -1) : start), `the token names no key bob may not see (start ${JSON.stringify(start)})`)
+  t.ok(start.length < `cap/${lastOther}`.length, 'only a prefix that sorts past what was scanned')
   const rest = await walk(app, 'cap', 5, { auth: bob, from: first.next })
   t.strictSame(rest.items, byName(bobs.map(s => s.body)), 'the next page has bob\'s three keys')
   t.equal(rest.tokens.at(-1), undefined, 'and ends the walk')

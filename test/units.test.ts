@@ -44,7 +44,9 @@ t.test('continue tokens', async t => {
     'a prefix of the namespace': encode({ v: 1, rev: 1, start: 'de/a' }),
     'climbing out': encode({ v: 1, rev: 1, start: 'dev/../dev2/a' }),
     'the digest prefix': encode({ v: 1, rev: 1, start: '../apikey-digests/' }),
-    'too long': encode({ v: 1, rev: 1, start: 'dev/' + 'a'.repeat(2000) })
+    'too long': encode({ v: 1, rev: 1, start: 'dev/' + 'a'.repeat(2000) }),
+    'spare bits set (not canonical)': token.slice(0, -1) + String.fromCharCode(token.charCodeAt(token.length - 1) + 1),
+    'not UTF-8': Buffer.concat([Buffer.from('{"v":1,"rev":1,"start":"dev/'), Buffer.from([0xff]), Buffer.from('"}')]).toString('base64url')
   }
   for (const [title, text] of Object.entries(bad)) t.throws(() => decodeContinueToken(text, 'dev'), title)
 })
