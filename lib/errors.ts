@@ -23,6 +23,7 @@ export const NotFoundError = createError('FST_APIKEYS_NOT_FOUND', '%s', 404)
 export const MethodNotAllowedError = createError('FST_APIKEYS_METHOD_NOT_ALLOWED', 'method %s is not allowed here', 405)
 export const UnsupportedMediaTypeError = createError('FST_APIKEYS_UNSUPPORTED_MEDIA_TYPE', 'unsupported Content-Type; send %s', 415)
 export const ConflictError = createError('FST_APIKEYS_ALREADY_EXISTS', '%s', 409)
+export const KeyTooLargeError = createError('FST_APIKEYS_KEY_TOO_LARGE', 'the apikey would be larger than %s bytes', 413)
 export const TooManyRequestsError = createError('FST_APIKEYS_TOO_MANY_REQUESTS',
   'too many failed authentications from this address; retry after %s seconds', 429)
 export const ContinueExpiredError = createError('FST_APIKEYS_CONTINUE_EXPIRED',
@@ -35,7 +36,7 @@ export const InternalError = createError('FST_APIKEYS_INTERNAL', 'internal error
 /** Every error code of this plugin, for the README and for hosts that match on them. */
 export const errorCodes: FastifyErrorConstructor[] = [
   InvalidArgumentError, UnauthenticatedError, ForbiddenError, NotFoundError, MethodNotAllowedError,
-  UnsupportedMediaTypeError, ConflictError, TooManyRequestsError, ContinueExpiredError, PreconditionFailedError, UnavailableError, InternalError
+  UnsupportedMediaTypeError, ConflictError, KeyTooLargeError, TooManyRequestsError, ContinueExpiredError, PreconditionFailedError, UnavailableError, InternalError
 ]
 
 /** Seconds a client is asked to wait after a 503. */

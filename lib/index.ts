@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import { Etcd3, type IOptions } from 'etcd3'
 import { noop } from 'cockatiel'
 import { resolveOptions, type ApiKeysOptions } from './options.js'
-import { ApiKeyStore } from './store.js'
+import { ApiKeyStore, maxKeyBytes } from './store.js'
 import { apiKeyRoutes } from './routes.js'
 import { defaultAuthorize, type Caller } from './auth.js'
 import { digestSecret, isWellFormedSecret } from './secrets.js'
@@ -63,7 +63,8 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
     ? settings.etcd
     : new Etcd3(storeRetries ? withOwnRetries(settings.etcd) : settings.etcd)
   const store = new ApiKeyStore(client, settings.root, {
-    attemptTimeout: storeRetries ? attemptTimeoutFor(settings.requestTimeout) : undefined
+    attemptTimeout: storeRetries ? attemptTimeoutFor(settings.requestTimeout) : undefined,
+    maxKeyBytes: maxKeyBytes(settings.bodyLimit)
   })
 
   // Fail the boot, not the first request, when etcd cannot be reached.

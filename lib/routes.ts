@@ -12,14 +12,14 @@ import {
 } from './schemas.js'
 import type { Action, Authorize, Caller } from './auth.js'
 import {
-  ForbiddenError, InvalidArgumentError, KeyNotFoundError, MethodNotAllowedError, UnauthenticatedError,
+  ForbiddenError, InvalidArgumentError, KeyNotFoundError, KeyTooLargeError, MethodNotAllowedError, UnauthenticatedError,
   UnsupportedMediaTypeError, TooManyRequestsError, VersionMismatchError, sendError, sendRouteNotFound
 } from './errors.js'
 import { authFailureGuard } from './brute-force.js'
 import { digestSecret, generateSecret } from './secrets.js'
 import { requestDeadline } from './deadline.js'
 import { typeBoxValidatorCompiler, firstProblem } from './validation.js'
-import type { ApiKeyStore } from './store.js'
+import { maxKeyBytes, type ApiKeyStore } from './store.js'
 import type { ResolvedOptions } from './options.js'
 
 export interface RoutesOptions {
@@ -79,8 +79,13 @@ function checkExpiry (expiresAt: number | undefined) {
   if (expiresAt - now > MAX_LEASE_SECONDS) throw new InvalidArgumentError('field "expires_at" is further away than etcd can keep a lease')
 }
 
+/** A key over `limit` bytes of JSON is refused (413): merge patches would otherwise grow it without bound. */
+function checkSize (key: ApiKey, limit: number) {
+  if (Buffer.byteLength(JSON.stringify(key)) > limit) throw new KeyTooLargeError(String(limit))
+}
+
 /** The key as `patch` would leave it, checked like a new key; a 400 when it cannot be. */
-function patchedKey (current: ApiKey, patch: unknown): ApiKey {
+function patchedKey (current: ApiKey, patch: unknown, sizeLimit: number): ApiKey {
   const after = mergePatch(current, patch) as ApiKey
   for (const [field, read] of immutableFields) {
     if (read(after) !== read(current)) throw new InvalidArgumentError(`field "${field}" is immutable`)
@@ -88,6 +93,7 @@ function patchedKey (current: ApiKey, patch: unknown): ApiKey {
   const problem = firstProblem(checkApiKey, after, 'patched apikey')
   if (problem !== null) throw new InvalidArgumentError(problem)
   if (after.expires_at !== current.expires_at) checkExpiry(after.expires_at)
+  checkSize(after, sizeLimit)
   return after
 }
 
@@ -228,7 +234,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         response: { 201: CreatedApiKey, ...errorResponses }
       },
       // An empty body creates a key with defaults, as if it were {}.
-      preValidation: async (request) => { request.body ??= {} }
+      preValidation: async (request) => { if (request.body === undefined) request.body = {} }
     }, async (request, reply) => {
       const { namespace } = request.params
       const body = request.body ?? {}
@@ -254,6 +260,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         ...(body.expires_at !== undefined && { expires_at: body.expires_at })
       }
       checkExpiry(key.expires_at)
+      checkSize(key, maxKeyBytes(bodyLimit))
       if (!await allowed(request, 'create', namespace, key)) {
         throw new ForbiddenError(`${caller.username} may not create keys for user ${key.username}`)
       }
@@ -308,7 +315,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         // Visibility first, so that neither If-Match nor validation reveals another user's key.
         await ensureVisible(request, namespace, current.key)
         if (ifMatch !== undefined && !ifMatches(ifMatch, current.revision)) throw new VersionMismatchError()
-        const after = patchedKey(current.key, request.body)
+        const after = patchedKey(current.key, request.body, maxKeyBytes(bodyLimit))
         if (!await allowed(request, 'patch', namespace, after)) {
           throw new ForbiddenError(`${callerOf(request).username} may not make this change`)
         }

@@ -8,7 +8,9 @@ const Closed = { additionalProperties: false } as const
 
 export const Name = Type.String({ pattern: NAME_PATTERN, maxLength: 63 })
 export const Username = Type.String({ minLength: 1, maxLength: 256, description: 'the user the key acts as' })
-export const StringMap = Type.Record(Type.String(), Type.String())
+/** Any key: Type.String()'s default key pattern `^(.*)$` skips keys holding a line terminator. */
+const AnyKey = Type.String({ pattern: '^[\\s\\S]*$' })
+export const StringMap = Type.Record(AnyKey, Type.String())
 
 /** An API key as every GET, list and PATCH answers it. It never holds the secret. */
 export const ApiKey = Type.Object({
@@ -58,7 +60,7 @@ export const CreateApiKeyBody = Type.Object({
 }, { ...Closed })
 export type CreateApiKeyBody = Static<typeof CreateApiKeyBody>
 
-const PatchStringMap = Type.Record(Type.String(), Nullable(Type.String()))
+const PatchStringMap = Type.Record(AnyKey, Nullable(Type.String()))
 
 /**
  * A PATCH body: a JSON merge patch (RFC 7396) of an ApiKey, where `null` removes a field. Immutable

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import {
   Etcd3, GRPCGenericError, GRPCOutOfRangeError, EtcdError, ClientClosedError, isRecoverableError,
   GRPCInvalidArgumentError, GRPCNotFoundError, GRPCAlreadyExistsError, GRPCFailedPreconditionError,
-  GRPCNotImplementedError, GRPCUnauthenticatedError, EtcdPermissionDeniedError,
+  GRPCNotImplementedError, GRPCUnauthenticatedError, EtcdPermissionDeniedError, GRPCResourceExhastedError,
   type IKeyValue, type IRangeResponse, type PutBuilder
 } from 'etcd3'
 import { isBrokenCircuitError } from 'cockatiel'
@@ -51,6 +51,13 @@ export interface ListPage {
 export const MAX_KEYS_SCANNED_PER_PAGE = 10_000
 /** Keys read per etcd range request while streaming a whole namespace. */
 const STREAM_BATCH = 500
+/** Bytes one range read may return: gRPC refuses an answer over 4 MiB by default. */
+const READ_BYTES = 3 * 1024 * 1024
+
+/** The largest key (its JSON) the plugin stores: a body's worth, and room for the fields the server sets. */
+export function maxKeyBytes (bodyLimit: number): number {
+  return bodyLimit + 1024
+}
 /** Keys deleted at once by deleteAllOf. */
 const REVOKE_CONCURRENCY = 8
 /** Applying a patch retries on a conflicting write this many times at most, deadline allowing. */
@@ -70,6 +77,8 @@ function isOpenCircuit (err: unknown): boolean {
 
 /** etcd errors that mean "etcd cannot answer now", as opposed to a bug in the request. */
 function isUnavailable (err: unknown): boolean {
+  // gRPC's own refusal of an answer too large to receive is no outage: retrying cannot help.
+  if (err instanceof GRPCResourceExhastedError && /larger than max/i.test(err.message)) return false
   if (err instanceof EtcdUnavailableError || err instanceof ClientClosedError || isOpenCircuit(err)) return true
   if (err instanceof Error && isRecoverableError(err)) return true
   if (err instanceof GRPCGenericError) {
@@ -118,10 +127,14 @@ export class ApiKeyStore {
   /** The longest one attempt of a call may take; the request's deadline bounds them all. */
   private readonly attemptTimeout: number
 
-  constructor (client: Etcd3, root: string, options: { attemptTimeout?: number } = {}) {
+  /** Keys per range read, so that a read of the largest keys stays under gRPC's message limit. */
+  private readonly readBatch: number
+
+  constructor (client: Etcd3, root: string, options: { attemptTimeout?: number, maxKeyBytes?: number } = {}) {
     this.client = client
     this.keys = new EtcdKeys(root)
     this.attemptTimeout = options.attemptTimeout ?? Infinity
+    this.readBatch = Math.max(1, Math.min(STREAM_BATCH, Math.floor(READ_BYTES / (options.maxKeyBytes ?? maxKeyBytes(64 * 1024)))))
   }
 
   /**
@@ -170,10 +183,19 @@ export class ApiKeyStore {
     return record && { key: toApiKey(record.value), revision: record.revision }
   }
 
-  private async getRecord (etcdKey: string, deadline: Deadline): Promise<{ value: StoredRecord, revision: number } | null> {
+  private async getRecord (etcdKey: string, deadline: Deadline): Promise<{ value: StoredRecord, revision: number, lease: string } | null> {
     const res = await this.range({ key: etcdKey }, deadline)
     const kv = res.kvs[0]
-    return kv ? { value: parseRecord(kv), revision: Number(kv.mod_revision) } : null
+    return kv ? { value: parseRecord(kv), revision: Number(kv.mod_revision), lease: String(kv.lease) } : null
+  }
+
+  /**
+   * Revokes a lease nothing is attached to any more. Best effort and not awaited: it must not hold
+   * an answer past its deadline, and an orphan lease only lingers until its TTL.
+   */
+  private revokeLease (lease: string | undefined): void {
+    if (lease === undefined || lease === '0') return
+    this.client.leaseClient.leaseRevoke({ ID: lease }, { deadline: new Date(Date.now() + 5000) }).catch(() => {})
   }
 
   /**
@@ -200,6 +222,7 @@ export class ApiKeyStore {
     if (existing && parseRecord(existing).key_sha256 === digest) {
       return { key, revision: Number(existing.mod_revision) }
     }
+    this.revokeLease(lease)
     throw new KeyExistsError(`apikey ${key.metadata.name} already exists`)
   }
 
@@ -243,7 +266,12 @@ export class ApiKeyStore {
             ])
         .options(callOptions)
         .commit())
-      if (res.succeeded) return { key: after, revision: Number(res.header.revision) }
+      if (res.succeeded) {
+        // The record and its digest entry moved off their old lease: nothing holds it any more.
+        if (!keepLease) this.revokeLease(current.lease)
+        return { key: after, revision: Number(res.header.revision) }
+      }
+      this.revokeLease(lease)
       if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
     }
   }
@@ -267,7 +295,10 @@ export class ApiKeyStore {
         .then(this.client.delete().key(recordKey), this.client.delete().key(this.keys.digest(current.value.key_sha256)))
         .options(options)
         .commit())
-      if (res.succeeded) return
+      if (res.succeeded) {
+        this.revokeLease(current.lease)
+        return
+      }
       if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
     }
   }
@@ -311,7 +342,7 @@ export class ApiKeyStore {
     let more = false
     while (items.length < limit) {
       const want = limit - items.length
-      const batch = filter ? Math.min(Math.max(want, 100), 1000, MAX_KEYS_SCANNED_PER_PAGE - scanned) : want
+      const batch = Math.min(filter ? Math.min(Math.max(want, 100), 1000, MAX_KEYS_SCANNED_PER_PAGE - scanned) : want, this.readBatch)
       const res = await this.range({ key: start, end, limit: batch, revision }, options)
       revision ??= Number(res.header.revision)
       more = res.more
@@ -355,9 +386,9 @@ export class ApiKeyStore {
     const { filter, batchTimeout } = options
     const end = rangeEnd(this.keys.namespace(namespace))
     let { start, revision } = this.walkStart(namespace, options.continueToken)
-    const first = await this.range({ key: start, end, limit: STREAM_BATCH, revision }, options)
+    const first = await this.range({ key: start, end, limit: this.readBatch, revision }, options)
     revision ??= Number(first.header.revision)
-    const read = (key: string) => this.range({ key, end, limit: STREAM_BATCH, revision }, { deadline: Date.now() + batchTimeout })
+    const read = (key: string) => this.range({ key, end, limit: this.readBatch, revision }, { deadline: Date.now() + batchTimeout })
     return (async function * () {
       for (let res = first; ; res = await read(start)) {
         for (const kv of res.kvs) {
@@ -379,7 +410,7 @@ export class ApiKeyStore {
     let start = this.keys.records
     let count = 0
     for (;;) {
-      const res = await this.range({ key: start, end, limit: STREAM_BATCH }, deadline)
+      const res = await this.range({ key: start, end, limit: this.readBatch }, deadline)
       for (const kv of res.kvs) {
         if (parseRecord(kv).username === username && ++count >= stopAt) return count
       }
@@ -399,7 +430,7 @@ export class ApiKeyStore {
     let start = this.keys.records
     let deleted = 0
     for (let budget: Deadline = options; ; budget = { deadline: Date.now() + options.batchTimeout }) {
-      const res = await this.range({ key: start, end, limit: STREAM_BATCH }, budget)
+      const res = await this.range({ key: start, end, limit: this.readBatch }, budget)
       const theirs = res.kvs.filter(kv => parseRecord(kv).username === username)
       for (let i = 0; i < theirs.length; i += REVOKE_CONCURRENCY) {
         const done = await Promise.all(theirs.slice(i, i + REVOKE_CONCURRENCY).map(async kv => {

@@ -3,7 +3,7 @@
 // itself through a lease, with no sweeper. A key without expires_at has no lease: it never expires.
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { sharedEtcd } from './helpers/etcd.js'
+import { dedicatedEtcd, sharedEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, type TestApp } from './helpers/app.js'
 import { checkError } from './helpers/assert.js'
 
@@ -108,4 +108,25 @@ t.test('PATCH sets, keeps, moves and removes the expiry, record and digest entry
   t.notOk('expires_at' in res.json(), 'null removes expires_at')
   t.same(await leases(), ['0', '0'], 'and the lease: the key never expires')
   t.equal((await api.call({ path: '/namespaces/default/apikey', auth: keyAuth(key.secret) })).statusCode, 200, 'and still authenticates')
+})
+
+t.test('moved and deleted keys give their leases back', async t => {
+  // Its own etcd: the count of leases is etcd-wide.
+  const own = await dedicatedEtcd()
+  t.teardown(() => own.close())
+  const api = await buildApp(t, own)
+  const leases = async () => (await api.etcd.leaseClient.leaseLeases({})).leases.length
+  const settled = async (want: number) => {
+    for (let i = 0; i < 40 && await leases() !== want; i++) await sleep(100)
+    return await leases()
+  }
+  const baseline = await leases()
+  const key = await api.createKey('default', { expires_at: now() + 3600 })
+  t.equal(await settled(baseline + 1), baseline + 1, 'an expiring key holds one lease')
+  for (let i = 1; i <= 10; i++) {
+    t.equal((await api.call({ method: 'PATCH', path: `/namespaces/default/apikey/${key.name}`, body: { expires_at: now() + 3600 + i } })).statusCode, 200)
+  }
+  t.equal(await settled(baseline + 1), baseline + 1, 'ten new expiries later, still one: each old lease was revoked')
+  t.equal((await api.call({ method: 'DELETE', path: `/namespaces/default/apikey/${key.name}` })).statusCode, 204)
+  t.equal(await settled(baseline), baseline, 'and none once the key is deleted')
 })
