@@ -19,7 +19,7 @@ import { authFailureGuard } from './brute-force.js'
 import { digestSecret, generateSecret } from './secrets.js'
 import { requestDeadline } from './deadline.js'
 import { typeBoxValidatorCompiler, firstProblem } from './validation.js'
-import { maxKeyBytes, type ApiKeyStore } from './store.js'
+import type { ApiKeyStore } from './store.js'
 import type { ResolvedOptions } from './options.js'
 
 export interface RoutesOptions {
@@ -260,7 +260,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         ...(body.expires_at !== undefined && { expires_at: body.expires_at })
       }
       checkExpiry(key.expires_at)
-      checkSize(key, maxKeyBytes(bodyLimit))
+      checkSize(key, store.maxKeyBytes)
       if (!await allowed(request, 'create', namespace, key)) {
         throw new ForbiddenError(`${caller.username} may not create keys for user ${key.username}`)
       }
@@ -315,7 +315,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         // Visibility first, so that neither If-Match nor validation reveals another user's key.
         await ensureVisible(request, namespace, current.key)
         if (ifMatch !== undefined && !ifMatches(ifMatch, current.revision)) throw new VersionMismatchError()
-        const after = patchedKey(current.key, request.body, maxKeyBytes(bodyLimit))
+        const after = patchedKey(current.key, request.body, store.maxKeyBytes)
         if (!await allowed(request, 'patch', namespace, after)) {
           throw new ForbiddenError(`${callerOf(request).username} may not make this change`)
         }

@@ -130,11 +130,15 @@ export class ApiKeyStore {
   /** Keys per range read, so that a read of the largest keys stays under gRPC's message limit. */
   private readonly readBatch: number
 
+  /** The largest key (its JSON) that may be written: reads of whole batches depend on it. */
+  readonly maxKeyBytes: number
+
   constructor (client: Etcd3, root: string, options: { attemptTimeout?: number, maxKeyBytes?: number } = {}) {
     this.client = client
     this.keys = new EtcdKeys(root)
     this.attemptTimeout = options.attemptTimeout ?? Infinity
-    this.readBatch = Math.max(1, Math.min(STREAM_BATCH, Math.floor(READ_BYTES / (options.maxKeyBytes ?? maxKeyBytes(64 * 1024)))))
+    this.maxKeyBytes = options.maxKeyBytes ?? maxKeyBytes(64 * 1024)
+    this.readBatch = Math.max(1, Math.min(STREAM_BATCH, Math.floor(READ_BYTES / this.maxKeyBytes)))
   }
 
   /**
