@@ -49,8 +49,8 @@ export interface ListPage {
 
 /** The most keys read from etcd to fill one filtered page. */
 export const MAX_KEYS_SCANNED_PER_PAGE = 10_000
-/** Keys read per etcd range request while streaming a whole namespace. */
-const STREAM_BATCH = 500
+/** The most keys one etcd range read asks for (fewer when keys may be large: see readBatch). */
+const MAX_READ_BATCH = 500
 /** Bytes one range read may return: gRPC refuses an answer over 4 MiB by default. */
 const READ_BYTES = 3 * 1024 * 1024
 
@@ -138,7 +138,7 @@ export class ApiKeyStore {
     this.keys = new EtcdKeys(root)
     this.attemptTimeout = options.attemptTimeout ?? Infinity
     this.maxKeyBytes = options.maxKeyBytes ?? maxKeyBytes(64 * 1024)
-    this.readBatch = Math.max(1, Math.min(STREAM_BATCH, Math.floor(READ_BYTES / this.maxKeyBytes)))
+    this.readBatch = Math.max(1, Math.min(MAX_READ_BATCH, Math.floor(READ_BYTES / this.maxKeyBytes)))
   }
 
   /**
@@ -388,19 +388,17 @@ export class ApiKeyStore {
    */
   async listAll (namespace: string, options: Omit<ListOptions, 'limit'> & { batchTimeout: number }): Promise<AsyncIterable<ApiKey>> {
     const { filter, batchTimeout } = options
-    const end = rangeEnd(this.keys.namespace(namespace))
-    let { start, revision } = this.walkStart(namespace, options.continueToken)
-    const first = await this.range({ key: start, end, limit: this.readBatch, revision }, options)
-    revision ??= Number(first.header.revision)
-    const read = (key: string) => this.range({ key, end, limit: this.readBatch, revision }, { deadline: Date.now() + batchTimeout })
+    const { start, revision } = this.walkStart(namespace, options.continueToken)
+    const batches = this.batches(start, rangeEnd(this.keys.namespace(namespace)), {
+      revision, pin: true, first: options, later: () => ({ deadline: Date.now() + batchTimeout })
+    })
+    const first = await batches.next()
     return (async function * () {
-      for (let res = first; ; res = await read(start)) {
-        for (const kv of res.kvs) {
+      for (let batch = first; batch.done !== true; batch = await batches.next()) {
+        for (const kv of batch.value) {
           const key = toApiKey(parseRecord(kv))
           if (!filter || await filter(key)) yield key
         }
-        if (!res.more || res.kvs.length === 0) return
-        start = res.kvs[res.kvs.length - 1].key.toString('utf8') + '\0'
       }
     })()
   }
@@ -410,17 +408,13 @@ export class ApiKeyStore {
    * there). All within the request's deadline.
    */
   async countKeysOf (username: string, stopAt: number, deadline: Deadline): Promise<number> {
-    const end = rangeEnd(this.keys.records)
-    let start = this.keys.records
     let count = 0
-    for (;;) {
-      const res = await this.range({ key: start, end, limit: this.readBatch }, deadline)
-      for (const kv of res.kvs) {
+    for await (const batch of this.batches(this.keys.records, rangeEnd(this.keys.records), { first: deadline, later: () => deadline })) {
+      for (const kv of batch) {
         if (parseRecord(kv).username === username && ++count >= stopAt) return count
       }
-      if (!res.more || res.kvs.length === 0) return count
-      start = res.kvs[res.kvs.length - 1].key.toString('utf8') + '\0'
     }
+    return count
   }
 
   /**
@@ -430,12 +424,12 @@ export class ApiKeyStore {
    * Resolves with how many keys it deleted.
    */
   async deleteAllOf (username: string, options: Deadline & { batchTimeout: number }): Promise<number> {
-    const end = rangeEnd(this.keys.records)
-    let start = this.keys.records
     let deleted = 0
-    for (let budget: Deadline = options; ; budget = { deadline: Date.now() + options.batchTimeout }) {
-      const res = await this.range({ key: start, end, limit: this.readBatch }, budget)
-      const theirs = res.kvs.filter(kv => parseRecord(kv).username === username)
+    const batches = this.batches(this.keys.records, rangeEnd(this.keys.records), {
+      first: options, later: () => ({ deadline: Date.now() + options.batchTimeout })
+    })
+    for await (const batch of batches) {
+      const theirs = batch.filter(kv => parseRecord(kv).username === username)
       for (let i = 0; i < theirs.length; i += REVOKE_CONCURRENCY) {
         const done = await Promise.all(theirs.slice(i, i + REVOKE_CONCURRENCY).map(async kv => {
           const [namespace, name] = this.keys.relativeToRecords(kv.key.toString('utf8')).split('/')
@@ -451,8 +445,25 @@ export class ApiKeyStore {
         }))
         deleted += done.reduce<number>((sum, n) => sum + n, 0)
       }
-      if (!res.more || res.kvs.length === 0) return deleted
+    }
+    return deleted
+  }
+
+  /**
+   * The records of [start, end) in batches small enough for gRPC's message limit. The first batch
+   * is read within `first`'s deadline, each later one within `later()`'s. With `pin`, every batch
+   * reads at `revision`, or at the revision of the first batch: one snapshot for a walk.
+   */
+  private async * batches (start: string, end: Buffer, options: { revision?: number, pin?: boolean, first: Deadline, later: () => Deadline }): AsyncGenerator<IKeyValue[]> {
+    let { revision } = options
+    let budget = options.first
+    for (;;) {
+      const res = await this.range({ key: start, end, limit: this.readBatch, revision }, budget)
+      if (options.pin === true) revision ??= Number(res.header.revision)
+      yield res.kvs
+      if (!res.more || res.kvs.length === 0) return
       start = res.kvs[res.kvs.length - 1].key.toString('utf8') + '\0'
+      budget = options.later()
     }
   }
 
