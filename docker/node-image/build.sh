@@ -27,33 +27,9 @@ expected_libs=(
   /lib/x86_64-linux-gnu/libc.so.6
   /lib64/ld-linux-x86-64.so.2
 )
-# ldd lines: "libc.so.6 => /lib/.../libc.so.6 (0x...)", "/lib64/ld-linux... (0x...)",
-# "linux-vdso.so.1 (0x...)" (in the kernel, not a file).
-mapfile -t needed < <(ldd "$node_bin" | awk '/=>/ { print $3; next } $1 ~ /^\// { print $1 }')
-if [[ "${#needed[@]}" -eq 0 ]]; then
-  echo "build.sh: ldd lists no library for $node_bin; is it a dynamically linked x86_64 binary?" >&2
-  exit 1
-fi
-for lib in "${needed[@]}"; do
-  known=false
-  for want in "${expected_libs[@]}"; do
-    if [[ "$(readlink -f "$lib")" == "$(readlink -f "$want")" ]]; then known=true; fi
-  done
-  if [[ "$known" != true ]]; then
-    echo "build.sh: $node_bin needs $lib, which the Dockerfile does not copy" >&2
-    exit 1
-  fi
-done
-for want in "${expected_libs[@]}"; do
-  used=false
-  for lib in "${needed[@]}"; do
-    if [[ "$(readlink -f "$lib")" == "$(readlink -f "$want")" ]]; then used=true; fi
-  done
-  if [[ "$used" != true ]]; then
-    echo "build.sh: the Dockerfile copies $want, which $node_bin does not need (ldd); update both lists" >&2
-    exit 1
-  fi
-done
+# shellcheck source=SCRIPTDIR/../check-libraries.sh
+source "$here/../check-libraries.sh"
+check_libraries "${expected_libs[@]}" -- "$node_bin"
 
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
