@@ -12,6 +12,12 @@ export class VersionMismatchError extends Error {}
 export class RevisionCompactedError extends Error {}
 /** A read at a revision etcd has not reached. */
 export class FutureRevisionError extends Error {}
+/** A create with an Idempotency-Key found that key's entry already written: `entry` is it, as stored. */
+export class IdempotencyEntryExistsError extends Error {
+  constructor (readonly entry: string) {
+    super('an entry for this Idempotency-Key exists')
+  }
+}
 /** etcd could not answer within the request's deadline. */
 export class EtcdUnavailableError extends Error {}
 

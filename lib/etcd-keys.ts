@@ -8,11 +8,14 @@ export class EtcdKeys {
   readonly records: string
   /** `<root>/apikey-digests/`: the digest index. */
   readonly digests: string
+  /** `<root>/apikey-idempotency/`: replayable creates (see idempotency.ts). */
+  readonly idempotencyEntries: string
 
   constructor (root: string) {
     this.root = root
     this.records = `${root}/apikeys/`
     this.digests = `${root}/apikey-digests/`
+    this.idempotencyEntries = `${root}/apikey-idempotency/`
   }
 
   /** `<root>/apikeys/<namespace>/` */
@@ -26,6 +29,10 @@ export class EtcdKeys {
 
   digest (hexDigest: string): string {
     return `${this.digests}${hexDigest}`
+  }
+
+  idempotency (entryId: string): string {
+    return `${this.idempotencyEntries}${entryId}`
   }
 
   /** What a digest index entry holds: `<namespace>/<name>`. */

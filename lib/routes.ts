@@ -12,14 +12,17 @@ import {
 } from './schemas.js'
 import type { Action, Authorize, Caller } from './auth.js'
 import {
-  ForbiddenError, InvalidArgumentError, KeyNotFoundError, KeyTooLargeError, MethodNotAllowedError, UnauthenticatedError,
+  ConflictError, ForbiddenError, IdempotencyEntryExistsError, InvalidArgumentError, KeyNotFoundError, KeyTooLargeError, MethodNotAllowedError, UnauthenticatedError,
   UnsupportedMediaTypeError, TooManyRequestsError, VersionMismatchError, sendError, sendRouteNotFound
 } from './errors.js'
 import { authFailureGuard } from './brute-force.js'
+import {
+  idempotencyEntryId, openIdempotencyEntry, parseIdempotencyKey, requestFingerprint, sealIdempotencyEntry
+} from './idempotency.js'
 import { digestSecret, generateSecret } from './secrets.js'
 import { requestDeadline } from './deadline.js'
 import { typeBoxValidatorCompiler, firstProblem } from './validation.js'
-import type { ApiKeyStore } from './store.js'
+import type { ApiKeyStore, StoredKey } from './store.js'
 import type { ResolvedOptions } from './options.js'
 
 export interface RoutesOptions {
@@ -28,6 +31,13 @@ export interface RoutesOptions {
   authorize: Authorize
   /** True when `authorize` is the default policy, whose answer for an admin is always yes. */
   defaultPolicy: boolean
+}
+
+/** A create's Idempotency-Key, the id of its entry in etcd, and what the request asked for. */
+interface Idempotency {
+  key: string
+  entryId: string
+  fingerprint: string
 }
 
 /** Pages are at most this long; a larger `limit` is read as this. */
@@ -132,6 +142,39 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
     request.log.info({ audit: { action, by: username, admin, from: request.ip, ...details } }, `apikey ${action}`)
   }
   const locationOf = (namespace: string, name: string) => `${app.prefix}/namespaces/${namespace}/apikey/${name}`
+  const sendCreated = (reply: FastifyReply, created: StoredKey, secret: string) => reply.code(201)
+    .header('location', locationOf(created.key.metadata.namespace, created.key.metadata.name))
+    .header('etag', etagOf(created.revision))
+    .send({ ...created.key, key: secret })
+
+  /** The Idempotency-Key of a create, with the entry's id and the request's fingerprint; undefined without one. */
+  const idempotencyOf = (request: FastifyRequest, namespace: string): Idempotency | undefined => {
+    const key = parseIdempotencyKey(request.headers['idempotency-key'])
+    if (key === undefined) return undefined
+    return { key, entryId: idempotencyEntryId(callerOf(request).username, key), fingerprint: requestFingerprint(namespace, request.body) }
+  }
+
+  /**
+   * The answer of the create an Idempotency-Key already made: the key as it is now, and its secret
+   * from the entry. `ownSecret` is the secret this request made: if the entry holds it, the entry
+   * is this request's own write, retried, and the answer is a plain create.
+   */
+  const replay = async (request: FastifyRequest, reply: FastifyReply, idempotency: Idempotency, stored: string, ownSecret?: string) => {
+    const entry = openIdempotencyEntry(idempotency.key, idempotency.entryId, stored)
+    if (entry.fingerprint !== idempotency.fingerprint) {
+      throw new InvalidArgumentError('this Idempotency-Key was sent with another request; use a new one for a new key')
+    }
+    const current = await store.get(entry.namespace, entry.name, deadline(request))
+    if (current === null) throw new ConflictError('the apikey created with this Idempotency-Key has been deleted since')
+    await ensureVisible(request, entry.namespace, current.key)
+    if (entry.secret === ownSecret) {
+      audit(request, 'create', { namespace: entry.namespace, name: entry.name, username: current.key.username })
+    } else {
+      request.log.info({ idempotency: { replayed: `${entry.namespace}/${entry.name}` } }, 'apikey create replayed')
+      reply.header('idempotent-replayed', 'true')
+    }
+    return sendCreated(reply, current, entry.secret)
+  }
 
   app.setValidatorCompiler(typeBoxValidatorCompiler)
   app.setErrorHandler(sendError)
@@ -230,6 +273,11 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         tags,
         summary: 'Create an API key; the answer holds its secret, shown this once',
         params: NamespaceParams,
+        headers: Type.Object({
+          'idempotency-key': Type.Optional(Type.String({
+            description: 'Makes a retry safe: the same request with the same value within 24 hours answers the key it created, secret included, instead of creating another'
+          }))
+        }),
         body: Type.Optional(CreateApiKeyBody),
         response: { 201: CreatedApiKey, ...errorResponses }
       },
@@ -261,6 +309,12 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
       }
       checkExpiry(key.expires_at)
       checkSize(key, store.maxKeyBytes)
+      // A retry of a create that was made answers that create, before anything that could refuse it now (the quota).
+      const idempotency = idempotencyOf(request, namespace)
+      if (idempotency !== undefined) {
+        const stored = await store.getIdempotencyEntry(idempotency.entryId, deadline(request))
+        if (stored !== null) return await replay(request, reply, idempotency, stored)
+      }
       if (!await allowed(request, 'create', namespace, key)) {
         throw new ForbiddenError(`${caller.username} may not create keys for user ${key.username}`)
       }
@@ -271,12 +325,19 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         throw new ForbiddenError(`user ${key.username} holds ${quota} keys, the most a non-admin may create`)
       }
       const secret = generateSecret(keyPrefix)
-      const created = await store.create(key, digestSecret(secret), deadline(request))
+      let created
+      try {
+        created = await store.create(key, digestSecret(secret), deadline(request), idempotency && {
+          entryId: idempotency.entryId,
+          entry: sealIdempotencyEntry(idempotency.key, idempotency.entryId, { namespace, name: key.metadata.name, fingerprint: idempotency.fingerprint, secret })
+        })
+      } catch (err) {
+        // A request with the same Idempotency-Key won the race, or this one's own retried write did.
+        if (!(err instanceof IdempotencyEntryExistsError) || idempotency === undefined) throw err
+        return await replay(request, reply, idempotency, err.entry, secret)
+      }
       audit(request, 'create', { namespace, name: key.metadata.name, username: key.username })
-      return reply.code(201)
-        .header('location', locationOf(namespace, key.metadata.name))
-        .header('etag', etagOf(created.revision))
-        .send({ ...created.key, key: secret })
+      return sendCreated(reply, created, secret)
     })
 
     app.get(item, {

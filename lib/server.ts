@@ -83,7 +83,7 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
   const serverOptions: FastifyServerOptions & { https?: object } = {
     logger: {
       level: config.logLevel,
-      redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]'], censor: '[redacted]' },
+      redact: { paths: ['req.headers.authorization', 'req.headers["idempotency-key"]', 'req.headers.cookie', 'res.headers["set-cookie"]'], censor: '[redacted]' },
       ...(options.logStream && { stream: options.logStream })
     },
     genReqId: () => randomUUID(),

@@ -1,7 +1,7 @@
 import { isDeepStrictEqual } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import {
-  Etcd3, GRPCGenericError, GRPCOutOfRangeError, EtcdError, ClientClosedError, isRecoverableError,
+  Etcd3, GRPCGenericError, GRPCOutOfRangeError, EtcdError, ClientClosedError, isRecoverableError, EtcdLeaseInvalidError,
   GRPCInvalidArgumentError, GRPCNotFoundError, GRPCAlreadyExistsError, GRPCFailedPreconditionError,
   GRPCNotImplementedError, GRPCUnauthenticatedError, EtcdPermissionDeniedError, GRPCResourceExhastedError,
   type IKeyValue, type IRangeResponse, type PutBuilder
@@ -9,8 +9,9 @@ import {
 import { isBrokenCircuitError } from 'cockatiel'
 import { EtcdKeys, rangeEnd } from './etcd-keys.js'
 import { decodeContinueToken, encodeContinueToken } from './continue-token.js'
+import { IDEMPOTENCY_TTL_SECONDS } from './idempotency.js'
 import {
-  EtcdUnavailableError, FutureRevisionError, KeyExistsError, KeyNotFoundError, RevisionCompactedError,
+  EtcdUnavailableError, FutureRevisionError, IdempotencyEntryExistsError, KeyExistsError, KeyNotFoundError, RevisionCompactedError,
   VersionMismatchError
 } from './errors.js'
 import type { ApiKey } from './schemas.js'
@@ -62,6 +63,13 @@ export function maxKeyBytes (bodyLimit: number): number {
 const REVOKE_CONCURRENCY = 8
 /** Applying a patch retries on a conflicting write this many times at most, deadline allowing. */
 const MAX_UPDATE_ATTEMPTS = 100
+
+/**
+ * Idempotency entries share a lease granted at most this often (as the Kubernetes API server
+ * shares leases among events): one lease grant a minute, not one a create. An entry lives
+ * 24 hours, or up to this much longer.
+ */
+const IDEMPOTENCY_LEASE_REUSE_SECONDS = 60
 
 /** A retry gets at least this many milliseconds, or is not made. */
 const MIN_ATTEMPT = 100
@@ -132,6 +140,9 @@ export class ApiKeyStore {
 
   /** The largest key (its JSON) that may be written: reads of whole batches depend on it. */
   readonly maxKeyBytes: number
+
+  /** The lease idempotency entries are put on now, and until when it is handed out. */
+  private idempotencyLease?: { id: string, reuseUntil: number }
 
   constructor (client: Etcd3, root: string, options: { attemptTimeout?: number, maxKeyBytes?: number } = {}) {
     this.client = client
@@ -205,29 +216,78 @@ export class ApiKeyStore {
   /**
    * Creates a key and its digest index entry in one transaction guarded by "neither exists". A
    * retried create whose first attempt etcd applied finds its own record (same digest): success.
+   * With `idempotency`, the same transaction writes that entry too, guarded by "it does not
+   * exist": if it does (an earlier request with the same Idempotency-Key, or this one's own
+   * retried write), nothing is written and IdempotencyEntryExistsError carries the entry.
    */
-  async create (key: ApiKey, digest: string, deadline: Deadline): Promise<StoredKey> {
+  async create (key: ApiKey, digest: string, deadline: Deadline, idempotency?: { entryId: string, entry: string }): Promise<StoredKey> {
     const recordKey = this.keys.record(key.metadata.namespace, key.metadata.name)
     const digestKey = this.keys.digest(digest)
     const record: StoredRecord = { ...key, key_sha256: digest }
     const lease = await this.leaseUntil(key.expires_at, deadline)
-    const res = await this.withDeadline(deadline, options => this.client
-      .if(recordKey, 'Create', '==', 0)
-      .and(digestKey, 'Create', '==', 0)
-      .then(
-        withLease(this.client.put(recordKey).value(JSON.stringify(record)), lease),
-        withLease(this.client.put(digestKey).value(EtcdKeys.digestTarget(key.metadata.namespace, key.metadata.name)), lease)
-      )
-      .else(this.client.get(recordKey))
-      .options(options)
-      .commit())
-    if (res.succeeded) return { key, revision: Number(res.header.revision) }
-    const existing = res.responses[0]?.response_range?.kvs[0]
-    if (existing && parseRecord(existing).key_sha256 === digest) {
-      return { key, revision: Number(existing.mod_revision) }
+    const entryKey = idempotency && this.keys.idempotency(idempotency.entryId)
+    for (let attempt = 1; ; attempt++) {
+      const entryLease = idempotency && await this.leaseForIdempotency(deadline)
+      let res
+      try {
+        res = await this.withDeadline(deadline, options => {
+          const txn = this.client
+            .if(recordKey, 'Create', '==', 0)
+            .and(digestKey, 'Create', '==', 0)
+          const puts = [
+            withLease(this.client.put(recordKey).value(JSON.stringify(record)), lease),
+            withLease(this.client.put(digestKey).value(EtcdKeys.digestTarget(key.metadata.namespace, key.metadata.name)), lease)
+          ]
+          if (entryKey !== undefined && idempotency !== undefined) {
+            txn.and(entryKey, 'Create', '==', 0)
+            puts.push(withLease(this.client.put(entryKey).value(idempotency.entry), entryLease))
+          }
+          return txn
+            .then(...puts)
+            .else(this.client.get(recordKey), ...entryKey === undefined ? [] : [this.client.get(entryKey)])
+            .options(options)
+            .commit()
+        })
+      } catch (err) {
+        // The shared lease was revoked or lost (etcd restored from a backup): grant another, once.
+        if (err instanceof EtcdLeaseInvalidError && entryLease !== undefined && attempt === 1) {
+          this.idempotencyLease = undefined
+          continue
+        }
+        // Not the key's lease: etcd may have applied the write whose answer failed.
+        throw err
+      }
+      if (res.succeeded) return { key, revision: Number(res.header.revision) }
+      const entry = res.responses[1]?.response_range?.kvs[0]
+      if (entry) {
+        this.revokeLease(lease)
+        throw new IdempotencyEntryExistsError(entry.value.toString('utf8'))
+      }
+      const existing = res.responses[0]?.response_range?.kvs[0]
+      if (existing && parseRecord(existing).key_sha256 === digest) {
+        return { key, revision: Number(existing.mod_revision) }
+      }
+      this.revokeLease(lease)
+      throw new KeyExistsError(`apikey ${key.metadata.name} already exists`)
     }
-    this.revokeLease(lease)
-    throw new KeyExistsError(`apikey ${key.metadata.name} already exists`)
+  }
+
+  /** The idempotency entry with this id, as stored, or null. */
+  async getIdempotencyEntry (entryId: string, deadline: Deadline): Promise<string | null> {
+    const res = await this.range({ key: this.keys.idempotency(entryId) }, deadline)
+    return res.kvs[0]?.value.toString('utf8') ?? null
+  }
+
+  /** A lease that outlives an entry put on it now by IDEMPOTENCY_TTL_SECONDS; granted once a minute. */
+  private async leaseForIdempotency (deadline: Deadline): Promise<string> {
+    const current = this.idempotencyLease
+    if (current !== undefined && current.reuseUntil > Date.now()) return current.id
+    const reuseUntil = Date.now() + IDEMPOTENCY_LEASE_REUSE_SECONDS * 1000
+    const res = await this.withDeadline(deadline, options => this.client.leaseClient.leaseGrant({
+      TTL: IDEMPOTENCY_TTL_SECONDS + IDEMPOTENCY_LEASE_REUSE_SECONDS, ID: 0
+    }, options))
+    this.idempotencyLease = { id: String(res.ID), reuseUntil }
+    return this.idempotencyLease.id
   }
 
   /**

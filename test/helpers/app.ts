@@ -53,6 +53,8 @@ export interface TestApp {
   snapshot(): Promise<Record<string, string>>
   /** The app's log lines so far (trace level), parsed. */
   logs(): Array<Record<string, any>>
+  /** What checks the app's logs and answers for leaks; absent for apps not made by buildApp. */
+  leakWatch?: LeakWatch
 }
 
 export interface CreatedKey {
@@ -114,6 +116,7 @@ export function withHelpers (app: FastifyInstance, root: string, client: Etcd3, 
     root,
     etcd: client,
     call,
+    leakWatch,
     async createKey (namespace, body = {}, auth = adminAuth) {
       const res = await call({ method: 'POST', path: `/namespaces/${namespace}/apikey`, body, auth })
       if (res.statusCode !== 201) throw new Error(`create failed: ${res.statusCode} ${res.body}`)

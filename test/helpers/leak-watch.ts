@@ -18,6 +18,11 @@ export class LeakWatch {
     this.needles.set(adminToken, 'the admin token')
   }
 
+  /** Any other value that must stay unseen (an Idempotency-Key). */
+  watchFor (value: string, what: string) {
+    this.needles.set(value, what)
+  }
+
   /** A secret the app handed out: it, its random part and its digest must stay unseen. */
   learn (secret: string) {
     const random = secret.slice(-49, -6)
