@@ -10,12 +10,18 @@ export class EtcdKeys {
   readonly digests: string
   /** `<root>/apikey-idempotency/`: replayable creates (see idempotency.ts). */
   readonly idempotencyEntries: string
+  /**
+   * `<root>/apikey`: every key above. The one prefix without a trailing `/`: it is watched whole,
+   * never listed, and spares the watch the rest of a root shared with Sensu.
+   */
+  readonly plugin: string
 
   constructor (root: string) {
     this.root = root
     this.records = `${root}/apikeys/`
     this.digests = `${root}/apikey-digests/`
     this.idempotencyEntries = `${root}/apikey-idempotency/`
+    this.plugin = `${root}/apikey`
   }
 
   /** `<root>/apikeys/<namespace>/` */

@@ -10,6 +10,7 @@ import { digestSecret, isWellFormedSecret } from './secrets.js'
 import { requestDeadline } from './deadline.js'
 import { EtcdUnavailableError } from './errors.js'
 import type { ApiKey } from './schemas.js'
+import type { CacheStatus } from './cache.js'
 
 /** What the plugin decorates the Fastify instance with, as `fastify.apiKeys`. */
 export interface ApiKeys {
@@ -23,6 +24,8 @@ export interface ApiKeys {
   ping(timeout?: number): Promise<void>
   /** The etcd client the plugin uses. */
   readonly etcd: Etcd3
+  /** The read cache's state and counts (option `cache`); null when it is off. */
+  cacheStatus(): CacheStatus | null
 }
 
 declare module 'fastify' {
@@ -64,7 +67,8 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
     : new Etcd3(storeRetries ? withOwnRetries(settings.etcd) : settings.etcd)
   const store = new ApiKeyStore(client, settings.root, {
     attemptTimeout: storeRetries ? attemptTimeoutFor(settings.requestTimeout) : undefined,
-    maxKeyBytes: maxKeyBytes(settings.bodyLimit)
+    maxKeyBytes: maxKeyBytes(settings.bodyLimit),
+    cache: settings.cache ? { callTimeout: settings.requestTimeout, log: fastify.log } : undefined
   })
 
   // Fail the boot, not the first request, when etcd cannot be reached.
@@ -77,7 +81,11 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
       : 'etcd refused the connection check'
     throw new Error(`fastify-etcd-apikeys: ${why}`, { cause: err })
   }
-  if (owned) fastify.addHook('onClose', async () => client.close())
+  store.startCache()
+  fastify.addHook('onClose', async () => {
+    store.close()
+    if (owned) client.close()
+  })
 
   const apiKeys: ApiKeys = {
     async verify (secret, request) {
@@ -90,7 +98,8 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
     async ping (timeout = settings.requestTimeout) {
       await store.ping({ deadline: Date.now() + timeout })
     },
-    etcd: client
+    etcd: client,
+    cacheStatus: () => store.cacheStatus()
   }
   fastify.decorate('apiKeys', apiKeys)
   fastify.decorateRequest('apiKeyCaller', null)
@@ -116,3 +125,4 @@ export type { ApiKey, CreatedApiKey, CreateApiKeyBody, PatchApiKeyBody, ErrorBod
 export { encodeContinueToken, decodeContinueToken, type ContinueToken } from './continue-token.js'
 export { generateSecret, isWellFormedSecret, digestSecret } from './secrets.js'
 export * from './errors.js'
+export type { CacheStatus } from './cache.js'

@@ -23,6 +23,8 @@ export interface ApiKeysOptions {
   authFailureLimit?: Partial<AuthFailureLimit> | false
   /** Keys a username may hold when a non-admin creates one (admins are not limited); false: no limit. Default 100. */
   maxKeysPerUser?: number | false
+  /** Serve reads from an in-process copy kept exact by an etcd watch (consistent reads). Default true. */
+  cache?: boolean
 }
 
 export interface ResolvedOptions {
@@ -36,6 +38,7 @@ export interface ResolvedOptions {
   authorize?: Authorize
   authFailureLimit: AuthFailureLimit | false
   maxKeysPerUser: number | false
+  cache: boolean
 }
 
 export const defaults = {
@@ -46,12 +49,18 @@ export const defaults = {
   bodyLimit: 64 * 1024,
   requestTimeout: 5000,
   authFailureLimit: { max: 30, timeWindow: 60_000 },
-  maxKeysPerUser: 100
+  maxKeysPerUser: 100,
+  cache: true
 } as const
 
 function fail (name: string, rule: string, value: unknown): never {
   const shown = typeof value === 'function' ? 'a function' : JSON.stringify(value) ?? String(value)
   throw new TypeError(`fastify-etcd-apikeys: option "${name}" ${rule} (got ${shown})`)
+}
+
+function boolean (name: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') fail(name, 'must be true or false', value)
+  return value
 }
 
 function positiveInteger (name: string, value: unknown, max = 2 ** 31 - 1): number {
@@ -107,6 +116,7 @@ export function resolveOptions (options: Partial<ApiKeysOptions> | undefined): R
     authenticate: o.authenticate,
     authorize: o.authorize,
     authFailureLimit: authFailureLimitOption(o.authFailureLimit),
-    maxKeysPerUser: o.maxKeysPerUser === false ? false : positiveInteger('maxKeysPerUser', o.maxKeysPerUser ?? defaults.maxKeysPerUser)
+    maxKeysPerUser: o.maxKeysPerUser === false ? false : positiveInteger('maxKeysPerUser', o.maxKeysPerUser ?? defaults.maxKeysPerUser),
+    cache: boolean('cache', o.cache ?? defaults.cache)
   }
 }

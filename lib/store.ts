@@ -8,6 +8,7 @@ import {
 } from 'etcd3'
 import { isBrokenCircuitError } from 'cockatiel'
 import { EtcdKeys, rangeEnd } from './etcd-keys.js'
+import { WatchCache, type CacheStatus, type WatchCacheOptions } from './cache.js'
 import { decodeContinueToken, encodeContinueToken } from './continue-token.js'
 import { IDEMPOTENCY_TTL_SECONDS } from './idempotency.js'
 import {
@@ -144,12 +145,40 @@ export class ApiKeyStore {
   /** The lease idempotency entries are put on now, and until when it is handed out. */
   private idempotencyLease?: { id: string, reuseUntil: number }
 
-  constructor (client: Etcd3, root: string, options: { attemptTimeout?: number, maxKeyBytes?: number } = {}) {
+  /** Where reads are served from when it can (see cache.ts); absent, every read goes to etcd. */
+  private readonly cache?: WatchCache
+
+  constructor (client: Etcd3, root: string, options: {
+    attemptTimeout?: number
+    maxKeyBytes?: number
+    /** Serve reads from a watch-fed cache; each etcd call it makes has `callTimeout` ms. */
+    cache?: { callTimeout: number, log: WatchCacheOptions['log'] }
+  } = {}) {
     this.client = client
     this.keys = new EtcdKeys(root)
     this.attemptTimeout = options.attemptTimeout ?? Infinity
     this.maxKeyBytes = options.maxKeyBytes ?? maxKeyBytes(64 * 1024)
     this.readBatch = Math.max(1, Math.min(MAX_READ_BATCH, Math.floor(READ_BYTES / this.maxKeyBytes)))
+    if (options.cache !== undefined) {
+      const { callTimeout, log } = options.cache
+      this.cache = new WatchCache(client, {
+        range: request => this.rangeEtcd(request, { deadline: Date.now() + callTimeout })
+      }, { prefix: this.keys.plugin, readBatch: this.readBatch, log })
+    }
+  }
+
+  /** What the cache is doing; null without one. */
+  cacheStatus (): CacheStatus | null {
+    return this.cache?.status() ?? null
+  }
+
+  /** Starts filling the cache, if there is one; reads go to etcd until it follows etcd. */
+  startCache (): void {
+    this.cache?.start()
+  }
+
+  close (): void {
+    this.cache?.close()
   }
 
   /**
@@ -179,7 +208,25 @@ export class ApiKeyStore {
     }
   }
 
-  private range (request: { key: string | Buffer, end?: Buffer, limit?: number, revision?: number }, deadline: Deadline): Promise<IRangeResponse> {
+  /**
+   * A range read, from the cache when it can serve it, else from etcd. A revision from a client's
+   * continue token (`fromToken`) is always read in etcd: only etcd knows whether it was compacted
+   * (a 410), though the cache may hold that revision still.
+   */
+  private async range (request: { key: string, end?: Buffer, limit?: number, revision?: number, fromToken?: boolean }, deadline: Deadline): Promise<IRangeResponse> {
+    if (this.cache !== undefined) {
+      let cached
+      try {
+        cached = request.fromToken === true ? undefined : await this.cache.range(request, deadline.deadline)
+      } catch (err) {
+        throw translateEtcdError(err)
+      }
+      if (cached !== undefined) return cached
+    }
+    return await this.rangeEtcd(request, deadline)
+  }
+
+  private rangeEtcd (request: { key: string | Buffer, end?: Buffer, limit?: number, revision?: number }, deadline: Deadline): Promise<IRangeResponse> {
     return this.withDeadline(deadline, options => this.client.kv.range({
       key: Buffer.from(request.key),
       range_end: request.end,
@@ -190,7 +237,7 @@ export class ApiKeyStore {
 
   /** Checks that etcd answers at all; the plugin calls it at boot. */
   async ping (deadline: Deadline): Promise<void> {
-    await this.range({ key: this.keys.records, limit: 1 }, deadline)
+    await this.rangeEtcd({ key: this.keys.records, limit: 1 }, deadline)
   }
 
   async get (namespace: string, name: string, deadline: Deadline): Promise<StoredKey | null> {
@@ -198,8 +245,9 @@ export class ApiKeyStore {
     return record && { key: toApiKey(record.value), revision: record.revision }
   }
 
-  private async getRecord (etcdKey: string, deadline: Deadline): Promise<{ value: StoredRecord, revision: number, lease: string } | null> {
-    const res = await this.range({ key: etcdKey }, deadline)
+  /** The record at `etcdKey`, now or at `revision`. */
+  private async getRecord (etcdKey: string, deadline: Deadline, revision?: number): Promise<{ value: StoredRecord, revision: number, lease: string } | null> {
+    const res = await this.range({ key: etcdKey, revision }, deadline)
     const kv = res.kvs[0]
     return kv ? { value: parseRecord(kv), revision: Number(kv.mod_revision), lease: String(kv.lease) } : null
   }
@@ -385,7 +433,8 @@ export class ApiKeyStore {
     const target = res.kvs[0]?.value.toString('utf8')
     if (!target) return null
     const slash = target.indexOf('/')
-    const record = await this.getRecord(this.keys.record(target.slice(0, slash), target.slice(slash + 1)), deadline)
+    // At the index entry's revision: the two reads see one snapshot (and one check of the cache).
+    const record = await this.getRecord(this.keys.record(target.slice(0, slash), target.slice(slash + 1)), deadline, Number(res.header.revision))
     // The record must point back at the digest: an index entry never authenticates on its own.
     return record && record.value.key_sha256 === digest ? toApiKey(record.value) : null
   }
@@ -399,6 +448,7 @@ export class ApiKeyStore {
     const { limit, filter } = options
     const end = rangeEnd(this.keys.namespace(namespace))
     let { start, revision } = this.walkStart(namespace, options.continueToken)
+    const fromToken = revision !== undefined
     const items: ApiKey[] = []
     let scanned = 0
     let lastKey = ''
@@ -407,7 +457,7 @@ export class ApiKeyStore {
     while (items.length < limit) {
       const want = limit - items.length
       const batch = Math.min(filter ? Math.min(Math.max(want, 100), 1000, MAX_KEYS_SCANNED_PER_PAGE - scanned) : want, this.readBatch)
-      const res = await this.range({ key: start, end, limit: batch, revision }, options)
+      const res = await this.range({ key: start, end, limit: batch, revision, fromToken }, options)
       revision ??= Number(res.header.revision)
       more = res.more
       for (const [i, kv] of res.kvs.entries()) {
@@ -430,7 +480,7 @@ export class ApiKeyStore {
       // The scan cap cut the page on a key the caller may not see: the token must not name it
       // (another user's key is a 404, so that its existence is not revealed). It names the
       // shortest prefix of the next key that sorts after it instead: past every key scanned.
-      const after = await this.range({ key: next, end, limit: 1, revision }, options)
+      const after = await this.range({ key: next, end, limit: 1, revision, fromToken }, options)
       const nextKey = after.kvs[0]?.key
       if (nextKey === undefined) return { items }
       next = separator(Buffer.from(lastKey), nextKey)
@@ -516,9 +566,10 @@ export class ApiKeyStore {
    */
   private async * batches (start: string, end: Buffer, options: { revision?: number, pin?: boolean, first: Deadline, later: () => Deadline }): AsyncGenerator<IKeyValue[]> {
     let { revision } = options
+    const fromToken = revision !== undefined
     let budget = options.first
     for (;;) {
-      const res = await this.range({ key: start, end, limit: this.readBatch, revision }, budget)
+      const res = await this.range({ key: start, end, limit: this.readBatch, revision, fromToken }, budget)
       if (options.pin === true) revision ??= Number(res.header.revision)
       yield res.kvs
       if (!res.more || res.kvs.length === 0) return

@@ -47,7 +47,8 @@ t.test('a wrong option fails register with a message that names it', async t => 
     ['authFailureLimit', { authFailureLimit: 5 }],
     ['authFailureLimit.max', { authFailureLimit: { max: 0 } }],
     ['authFailureLimit.timeWindow', { authFailureLimit: { timeWindow: '1m' } }],
-    ['maxKeysPerUser', { maxKeysPerUser: 0 }]
+    ['maxKeysPerUser', { maxKeysPerUser: 0 }],
+    ['cache', { cache: 'yes' }]
   ]
   for (const [name, options] of wrong) {
     await t.rejects(register(options), { message: new RegExp(`option "${name.replace('.', '\\.')}"`) }, `${name}: ${JSON.stringify(options)}`)
@@ -100,6 +101,7 @@ t.test('defaults', async t => {
     bodyLimit: 65536,
     requestTimeout: 5000,
     authFailureLimit: { max: 30, timeWindow: 60_000 },
-    maxKeysPerUser: 100
+    maxKeysPerUser: 100,
+    cache: true
   })
 })
