@@ -105,7 +105,7 @@ export async function startEmbeddedEtcd (options: EmbeddedEtcdOptions): Promise<
     if (exited) return
     const done = once(child, 'exit')
     child.kill('SIGTERM')
-    const stopped = await Promise.race([done.then(() => true), sleep(10_000).then(() => false)])
+    const stopped = await Promise.race([done.then(() => true), sleep(10_000, undefined, { ref: false }).then(() => false)])
     if (!stopped) {
       child.kill('SIGKILL')
       await done

@@ -87,6 +87,10 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
       ...(options.logStream && { stream: options.logStream })
     },
     genReqId: () => randomUUID(),
+    // While closing, a request that got in is served as usual (etcd stays open until the last one
+    // is answered), not refused with Fastify's own 503, which is neither in Sensu's shape nor
+    // carries Retry-After.
+    return503OnClosing: false,
     // The router's own refusals (a bad escape: 400; a parameter over maxParamLength: 414) in Sensu's shape too.
     frameworkErrors: (error, request, reply) => sendError(error, request, reply),
     requestIdHeader: 'x-request-id',
