@@ -213,3 +213,12 @@ export function logLines (output: string): Array<Record<string, any>> {
     }
   })
 }
+
+export const CHECK_CONSISTENCY_CLI = join(REPO, 'dist', 'check-consistency.js')
+
+/** Runs `node dist/check-consistency.js` (what `npm run check-consistency` runs) to its end. */
+export async function runCheckConsistency (env: Record<string, string>, args: string[] = []): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const run = startProcess(process.execPath, [CHECK_CONSISTENCY_CLI, ...args], { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? tmpdir(), ...env })
+  const { code } = await run.exited
+  return { code, stdout: run.stdout(), stderr: run.stderr() }
+}
