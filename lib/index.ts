@@ -1,7 +1,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Etcd3, type IOptions } from 'etcd3'
-import { noop } from 'cockatiel'
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop } from 'cockatiel'
+import { isRecoverableError } from 'etcd3'
 import { resolveOptions, type ApiKeysOptions } from './options.js'
 import { ApiKeyStore, maxKeyBytes } from './store.js'
 import { apiKeyRoutes } from './routes.js'
@@ -41,12 +42,24 @@ declare module 'fastify' {
 /**
  * etcd3 retries a failed call up to 3 times, all within the one deadline of the call, so a call
  * sent to a member that died hangs until that deadline and its retries find no time left. The
- * plugin's own client makes one attempt per call (cockatiel's noop) and keeps etcd3's circuit
- * breaker per member, which stops sending to a member after 3 failures in a row; the store retries.
+ * plugin's own client makes one attempt per call (cockatiel's noop) and the store retries. Each
+ * member keeps a circuit breaker (3 failures in a row stop calls to it), as etcd3's own, but one
+ * that half-opens after 1 s, not 5: while a cluster elects a leader, the live members time out
+ * too, and with etcd3's 5 s every breaker stayed open seconds after the election was over.
  */
 function withOwnRetries (options: IOptions): IOptions {
-  return { ...options, faultHandling: { ...options.faultHandling, global: noop } }
+  return {
+    ...options,
+    faultHandling: {
+      host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: BREAKER_HALF_OPEN_AFTER, breaker: new ConsecutiveBreaker(3) }),
+      ...options.faultHandling,
+      global: noop
+    }
+  }
 }
+
+/** How long a member's circuit stays open before one call may try it again. */
+const BREAKER_HALF_OPEN_AFTER = 1000
 
 /**
  * A fifth of the request's budget, never below 500 ms. A member that does not answer fails at most

@@ -76,6 +76,8 @@ const IDEMPOTENCY_LEASE_REUSE_SECONDS = 60
 const MIN_ATTEMPT = 100
 /** The pause between two attempts of one call. */
 const RETRY_PAUSE = 50
+/** The pause before trying again when every member's circuit is open. */
+const OPEN_CIRCUIT_PAUSE = 100
 /** How long past an attempt's deadline the store waits for the client to end the call itself. */
 const SAFETY_MARGIN = 100
 
@@ -199,11 +201,13 @@ export class ApiKeyStore {
         return await settleBy(attemptDeadline + SAFETY_MARGIN, call({ deadline: new Date(attemptDeadline) }))
       } catch (err) {
         const error = translateEtcdError(err)
-        // No member to try (every circuit open): answer now rather than spin to the deadline.
-        const retry = error instanceof EtcdUnavailableError && !isOpenCircuit(err) && deadline - Date.now() >= MIN_ATTEMPT + RETRY_PAUSE
+        // Every circuit open (a cluster electing a leader makes its live members time out too):
+        // wait for one to half-open, within the deadline, rather than answer 503 at once.
+        const pause = isOpenCircuit(err) ? OPEN_CIRCUIT_PAUSE : RETRY_PAUSE
+        const retry = error instanceof EtcdUnavailableError && deadline - Date.now() >= MIN_ATTEMPT + pause
         if (!retry) throw error
         // A member that refuses at once must not make this a busy loop (a host's client may have no breaker).
-        await sleep(RETRY_PAUSE)
+        await sleep(pause)
       }
     }
   }

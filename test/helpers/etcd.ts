@@ -104,12 +104,29 @@ export async function dedicatedEtcd (): Promise<ControllableEtcd> {
 // Choosing a source
 
 async function startOwnEtcd ({ fixedPort }: { fixedPort: boolean }): Promise<ControllableEtcd> {
+  return await startWithFallback({
+    container: async (image) => await startContainerEtcd(image, fixedPort),
+    binary: startBinaryEtcd
+  })
+}
+
+/** The two ways to start an etcd of the tests' own (cluster.ts starts three members each way). */
+export interface EtcdStarters<T extends { endpoints: string[] }> {
+  /** What is started, for the messages; default one etcd. */
+  what?: string
+  container (image: string): Promise<T>
+  binary (etcdPath: string): Promise<T>
+}
+
+/** Starts through testcontainers, or else with the etcd binary on PATH; says on stderr which. */
+export async function startWithFallback<T extends { endpoints: string[] }> ({ what, container, binary }: EtcdStarters<T>): Promise<T> {
   const image = process.env.ETCD_IMAGE ?? DEFAULT_IMAGE
+  const suffix = what === undefined ? '' : `, ${what},`
   const failures: string[] = []
 
   try {
-    const etcd = await startContainerEtcd(image, fixedPort)
-    announce(`testcontainers (image ${image}) at ${etcd.endpoints.join(',')}`)
+    const etcd = await container(image)
+    announce(`testcontainers (image ${image})${suffix} at ${etcd.endpoints.join(',')}`)
     return etcd
   } catch (err) {
     const why = oneLine(err)
@@ -118,8 +135,10 @@ async function startOwnEtcd ({ fixedPort }: { fixedPort: boolean }): Promise<Con
   }
 
   try {
-    const etcd = await startBinaryEtcd()
-    announce(`binary (${etcd.path}) at ${etcd.endpoints.join(',')}`)
+    const etcdPath = findOnPath('etcd')
+    if (etcdPath === undefined) throw new Error('no etcd on PATH')
+    const etcd = await binary(etcdPath)
+    announce(`binary (${etcdPath})${suffix} at ${etcd.endpoints.join(',')}`)
     return etcd
   } catch (err) {
     failures.push(`etcd binary: ${oneLine(err)}`)
@@ -145,15 +164,28 @@ function announce (what: string): void {
 // ---------------------------------------------------------------------------
 // Shared by the container and binary paths
 
-function etcdFlags (name: string, dataDir: string, clientUrl: string, peerUrl: string): string[] {
+export interface MemberFlags {
+  name: string
+  dataDir: string
+  /** Where it listens for clients, and what it advertises. */
+  clientUrl: string
+  /** What it advertises to its peers. */
+  peerUrl: string
+  /** Where it listens for peers; default peerUrl (a container member listens on every interface). */
+  listenPeerUrl?: string
+  /** `name=peerUrl` of every member, comma-separated; default this member alone. */
+  initialCluster?: string
+}
+
+export function etcdFlags ({ name, dataDir, clientUrl, peerUrl, listenPeerUrl = peerUrl, initialCluster = `${name}=${peerUrl}` }: MemberFlags): string[] {
   return [
     `--name=${name}`,
     `--data-dir=${dataDir}`,
     `--listen-client-urls=${clientUrl}`,
     `--advertise-client-urls=${clientUrl}`,
-    `--listen-peer-urls=${peerUrl}`,
+    `--listen-peer-urls=${listenPeerUrl}`,
     `--initial-advertise-peer-urls=${peerUrl}`,
-    `--initial-cluster=${name}=${peerUrl}`,
+    `--initial-cluster=${initialCluster}`,
     '--initial-cluster-state=new',
     '--logger=zap',
     '--log-level=warn'
@@ -165,7 +197,7 @@ function etcdFlags (name: string, dataDir: string, clientUrl: string, peerUrl: s
  * called before each try and throws if etcd is gone for good, so that a
  * crashed etcd fails fast instead of at the timeout.
  */
-async function waitForHealth (
+export async function waitForHealth (
   endpoint: string,
   timeoutMs: number,
   checkAlive: () => Promise<void> | void
@@ -190,7 +222,7 @@ async function waitForHealth (
 }
 
 /** Ports that are free right now on all interfaces (asked for together, so they differ). */
-async function freePorts (count: number): Promise<number[]> {
+export async function freePorts (count: number): Promise<number[]> {
   const servers: Server[] = []
   try {
     for (let i = 0; i < count; i++) {
@@ -219,10 +251,13 @@ function pidAlive (pid: number): boolean {
   }
 }
 
-/** Cleanups that must run even if a test never calls close(). They must be synchronous. */
+/**
+ * Cleanups that must run even if a test never calls close(). They must be synchronous. They run
+ * last-added first, so that what was made first (a network, a folder) goes after what it holds.
+ */
 const atExit = new Set<() => void>()
 process.once('exit', () => {
-  for (const cleanup of atExit) {
+  for (const cleanup of [...atExit].reverse()) {
     try { cleanup() } catch {}
   }
 })
@@ -258,26 +293,53 @@ async function assertRunning (container: DockerContainer): Promise<void> {
 }
 
 async function startContainerEtcd (image: string, fixedPort: boolean): Promise<ControllableEtcd> {
+  const docker = await dockerHost()
+  return await runContainerMember(docker, {
+    image,
+    command: etcdFlags({ name: 'etcd', dataDir: '/etcd-data', clientUrl: `http://0.0.0.0:${CLIENT_PORT}`, peerUrl: 'http://127.0.0.1:2380' }),
+    hostPort: fixedPort ? (await freePorts(1) as [number])[0] : undefined
+  })
+}
+
+/** The container runtime, and the address of the host its published ports are on. */
+export interface DockerHost { runtime: ContainerRuntimeClient, host: string }
+
+/** Connects to the container runtime, and removes what dead test processes of this host left there. */
+export async function dockerHost (): Promise<DockerHost> {
   const runtime = await getContainerRuntimeClient()
-  await removeOrphanContainers(runtime)
+  await removeOrphans(runtime)
   // The runtime reports 'localhost' for a local socket; Node may resolve that to ::1.
   const host = runtime.info.containerRuntime.host === 'localhost' ? '127.0.0.1' : runtime.info.containerRuntime.host
-  // A fixed host port survives docker stop/start; a random one would change.
-  const port = fixedPort ? { container: CLIENT_PORT, host: (await freePorts(1) as [number])[0] } : CLIENT_PORT
+  return { runtime, host }
+}
 
-  const started = await new GenericContainer(image)
+export interface ContainerMemberOptions {
+  image: string
+  /** etcd's flags. */
+  command: string[]
+  /** The host port for the client port; default a random one, which changes over a docker stop/start. */
+  hostPort?: number
+  /** A user-defined network, and the name the member has on it. */
+  network?: { name: string, alias: string }
+}
+
+/** One etcd container, removed by close() or at the latest when this process exits; resolves once /health is ok. */
+export async function runContainerMember ({ runtime, host }: DockerHost, options: ContainerMemberOptions): Promise<ControllableEtcd> {
+  const { image, command, hostPort, network } = options
+  const definition = new GenericContainer(image)
     // Upstream images have CMD etcd and no entrypoint, the local one (build.sh)
     // has ENTRYPOINT etcd: setting both makes them behave the same.
     .withEntrypoint(['/usr/local/bin/etcd'])
-    .withCommand(etcdFlags('etcd', '/etcd-data', `http://0.0.0.0:${CLIENT_PORT}`, 'http://127.0.0.1:2380'))
-    .withExposedPorts(port)
+    .withCommand(command)
+    .withExposedPorts(hostPort === undefined ? CLIENT_PORT : { container: CLIENT_PORT, host: hostPort })
     .withLabels({ [CONTAINER_LABEL]: OWNER })
     .withWaitStrategy(new EtcdHealthWait(host))
-    .start()
+  if (network !== undefined) definition.withNetworkMode(network.name).withNetworkAliases(network.alias)
+  const started = await definition.start()
 
   const container = runtime.container.getById(started.getId())
   const endpoint = `http://${host}:${started.getMappedPort(CLIENT_PORT)}`
-  const removeAtExit = (): void => { removeContainerSync(runtime, container.id) }
+  const removeAtExit = (): void => { dockerSync(runtime, ['rm', '--force', '--volumes', container.id]) }
   atExit.add(removeAtExit)
   let frozen = false
 
@@ -304,24 +366,41 @@ async function startContainerEtcd (image: string, fixedPort: boolean): Promise<C
   return etcd
 }
 
-/** Removes containers left by test processes of this host that died without cleaning up. */
-async function removeOrphanContainers (runtime: ContainerRuntimeClient): Promise<void> {
-  const containers = await runtime.container.dockerode.listContainers({
-    all: true,
-    filters: { label: [CONTAINER_LABEL] }
-  })
-  await Promise.all(containers.map(async (info) => {
-    const [owner, pid] = (info.Labels[CONTAINER_LABEL] ?? '').split(':')
-    if (owner !== hostname() || pidAlive(Number(pid))) return
-    await runtime.container.getById(info.Id).remove({ force: true, v: true }).catch(() => {})
-  }))
+/** A user-defined bridge network carrying this process's label, removed by remove() or at exit. */
+export async function createNetwork ({ runtime }: DockerHost): Promise<{ name: string, remove(): Promise<void> }> {
+  const name = `etcd-test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+  const network = await runtime.network.create({ Name: name, Driver: 'bridge', Labels: { [CONTAINER_LABEL]: OWNER } })
+  const removeAtExit = (): void => { dockerSync(runtime, ['network', 'rm', network.id]) }
+  atExit.add(removeAtExit)
+  return {
+    name,
+    async remove () {
+      if (atExit.delete(removeAtExit)) await runtime.network.remove(network)
+    }
+  }
+}
+
+/** Removes containers, then networks, left by test processes of this host that died without cleaning up. */
+async function removeOrphans (runtime: ContainerRuntimeClient): Promise<void> {
+  const { dockerode } = runtime.container
+  const filters = { label: [CONTAINER_LABEL] }
+  const orphaned = (labels: Record<string, string> | undefined): boolean => {
+    const [owner, pid] = (labels?.[CONTAINER_LABEL] ?? '').split(':')
+    return owner === hostname() && !pidAlive(Number(pid))
+  }
+  const containers = await dockerode.listContainers({ all: true, filters })
+  await Promise.all(containers.filter((info) => orphaned(info.Labels)).map(async (info) =>
+    await runtime.container.getById(info.Id).remove({ force: true, v: true }).catch(() => {})))
+  const networks = await dockerode.listNetworks({ filters })
+  await Promise.all(networks.filter((info) => orphaned(info.Labels)).map(async (info) =>
+    await dockerode.getNetwork(info.Id).remove().catch(() => {})))
 }
 
 /** Synchronous, for process exit: the docker CLI, pointed at the socket dockerode uses. */
-function removeContainerSync (runtime: ContainerRuntimeClient, id: string): void {
+function dockerSync (runtime: ContainerRuntimeClient, args: string[]): void {
   const { socketPath } = runtime.container.dockerode.modem as { socketPath?: unknown }
   const hostArgs = typeof socketPath === 'string' ? ['--host', `unix://${socketPath}`] : []
-  spawnSync('docker', [...hostArgs, 'rm', '--force', '--volumes', id], { stdio: 'ignore', timeout: 10_000 })
+  spawnSync('docker', [...hostArgs, ...args], { stdio: 'ignore', timeout: 10_000 })
 }
 
 /** The output of `docker logs` for a container without a TTY comes in frames with an 8-byte header. */
@@ -338,15 +417,26 @@ function demuxDockerLogs (raw: Buffer): string {
 // ---------------------------------------------------------------------------
 // etcd binary on PATH
 
-async function startBinaryEtcd (): Promise<ControllableEtcd & { path: string }> {
-  const etcdPath = findOnPath('etcd')
-  if (etcdPath === undefined) throw new Error('no etcd on PATH')
-  await removeOrphanDirs()
-  const dir = await mkdtemp(join(tmpdir(), `${TEMP_PREFIX}${process.pid}-`))
-  const logFile = join(dir, 'etcd.log')
+async function startBinaryEtcd (etcdPath: string): Promise<ControllableEtcd> {
+  const dir = await ownTempDir()
   const [clientPort, peerPort] = await freePorts(2) as [number, number]
   const endpoint = `http://127.0.0.1:${clientPort}`
-  const args = etcdFlags('etcd', join(dir, 'data'), endpoint, `http://127.0.0.1:${peerPort}`)
+  const args = etcdFlags({ name: 'etcd', dataDir: join(dir, 'data'), clientUrl: endpoint, peerUrl: `http://127.0.0.1:${peerPort}` })
+  return await runEtcdProcess({ etcdPath, dir, args, endpoint })
+}
+
+/** A temporary folder of this process (`<TEMP_PREFIX><pid>-XXXXXX`), once those of dead test processes are removed. */
+export async function ownTempDir (): Promise<string> {
+  await removeOrphanDirs()
+  return await mkdtemp(join(tmpdir(), `${TEMP_PREFIX}${process.pid}-`))
+}
+
+/**
+ * An etcd process with `args`, its log in `dir`; resolves once `endpoint`/health is ok. close()
+ * (or this process's exit) kills it and removes `dir`.
+ */
+export async function runEtcdProcess ({ etcdPath, dir, args, endpoint }: { etcdPath: string, dir: string, args: string[], endpoint: string }): Promise<ControllableEtcd> {
+  const logFile = join(dir, 'etcd.log')
   // With setpriv (util-linux), the kernel kills etcd if this process dies in
   // any way, even by SIGKILL; the exit hook below only covers normal exits.
   const setpriv = findOnPath('setpriv')
@@ -406,7 +496,6 @@ async function startBinaryEtcd (): Promise<ControllableEtcd & { path: string }> 
   }
 
   return {
-    path: etcdPath,
     endpoints: [endpoint],
     source: 'binary',
     async freeze () { signal('SIGSTOP') },
@@ -436,7 +525,7 @@ async function removeOrphanDirs (): Promise<void> {
 // ---------------------------------------------------------------------------
 // Messages
 
-function oneLine (err: unknown): string {
+export function oneLine (err: unknown): string {
   let message = err instanceof Error ? err.message : String(err)
   // fetch() and dockerode put the useful part in `cause`.
   const cause = err instanceof Error ? err.cause : undefined
