@@ -1,6 +1,6 @@
 import type { Etcd3, IDuplexStream, IKeyValue, IRangeResponse, IWatchRequest, IWatchResponse } from 'etcd3'
 import { rangeEnd } from './etcd-keys.js'
-import { EtcdUnavailableError } from './errors.js'
+import { settleBy } from './deadline.js'
 
 /**
  * An in-process copy of every key under the plugin's prefix, kept exact by an etcd watch, from
@@ -96,18 +96,6 @@ class Coalescer<T> {
   }
 }
 
-/** `work`, or an EtcdUnavailableError once `deadline` passes. */
-async function before<T> (deadline: number, work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    return await Promise.race([work, new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new EtcdUnavailableError('request deadline exceeded')), deadline - Date.now())
-    })])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
 export class WatchCache {
   private readonly entries = new Map<string, Entry>()
   /** Every cached key, in etcd's (byte) order: keys are ASCII, where string and byte order agree. */
@@ -165,6 +153,11 @@ export class WatchCache {
     return this.read(request.key, end, request.limit)
   }
 
+  /** True while the cache is etcd's state at `revision` (no change since). */
+  holds (revision: number): boolean {
+    return this.live && revision === this.revision
+  }
+
   /** What the cache is doing, for operators (`apiKeys.cacheStatus()`). */
   status (): CacheStatus {
     return { live: this.live, revision: this.revision, keys: this.entries.size, reads: { ...this.counts } }
@@ -172,7 +165,7 @@ export class WatchCache {
 
   /** True once the cache holds every change etcd had made when this was called. */
   private async catchUp (deadline: number): Promise<boolean> {
-    const target = await before(deadline, this.currentRevision.run())
+    const target = await settleBy(deadline, this.currentRevision.run())
     if (this.revision >= target) return this.live
     if (await this.reached(target, Math.min(CATCH_UP_WAIT, deadline - Date.now()))) return true
     // Nothing of ours came up to that revision: etcd's later revisions may all be other keys'

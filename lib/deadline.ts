@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import type { Deadline } from './store.js'
+import { EtcdUnavailableError } from './errors.js'
 
 const deadlines = new WeakMap<FastifyRequest, number>()
 
@@ -15,4 +16,17 @@ export function requestDeadline (request: FastifyRequest | undefined, timeout: n
     deadlines.set(request, deadline)
   }
   return { deadline }
+}
+
+/** `work`, or an EtcdUnavailableError at `deadline` if it has not settled by then. */
+export async function settleBy<T> (deadline: number, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new EtcdUnavailableError('etcd did not answer in time')), deadline - Date.now())
+  })
+  try {
+    return await Promise.race([work, expired])
+  } finally {
+    clearTimeout(timer)
+  }
 }

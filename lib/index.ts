@@ -62,6 +62,19 @@ function withOwnRetries (options: IOptions): IOptions {
 const BREAKER_HALF_OPEN_AFTER = 1000
 
 /**
+ * The largest answer the plugin's own client takes (gRPC's default is 4 MiB): a page of 100 of the
+ * largest keys is one range read, not three (see the store's readBatch).
+ */
+const OWN_CLIENT_RECEIVE_BYTES = 64 * 1024 * 1024
+const RECEIVE_LIMIT = 'grpc.max_receive_message_length'
+
+/** The receive limit of a client's options: its own setting, or gRPC's default. */
+function receiveLimitOf (options: IOptions): number {
+  const set = options.grpcOptions?.[RECEIVE_LIMIT]
+  return typeof set === 'number' && set > 0 ? set : 4 * 1024 * 1024
+}
+
+/**
  * A fifth of the request's budget, never below 500 ms. A member that does not answer fails at most
  * three attempts before its circuit opens, so a fourth always has time to reach a live member.
  */
@@ -75,11 +88,16 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
   // The store makes the attempts of a client the plugin made (see withOwnRetries). A host's
   // client, or one given its own retry policy, gets one attempt with the whole deadline.
   const storeRetries = !(settings.etcd instanceof Etcd3) && settings.etcd.faultHandling?.global === undefined
-  const client = settings.etcd instanceof Etcd3
-    ? settings.etcd
-    : new Etcd3(storeRetries ? withOwnRetries(settings.etcd) : settings.etcd)
+  const ownOptions = settings.etcd instanceof Etcd3
+    ? undefined
+    : { ...settings.etcd, grpcOptions: { [RECEIVE_LIMIT]: OWN_CLIENT_RECEIVE_BYTES, ...settings.etcd.grpcOptions } }
+  const client = ownOptions === undefined
+    ? settings.etcd as Etcd3
+    : new Etcd3(storeRetries ? withOwnRetries(ownOptions) : ownOptions)
   const store = new ApiKeyStore(client, settings.root, {
     attemptTimeout: storeRetries ? attemptTimeoutFor(settings.requestTimeout) : undefined,
+    // A host's client: what it was made with is not known, so gRPC's default.
+    receiveBytes: ownOptions === undefined ? undefined : receiveLimitOf(ownOptions),
     maxKeyBytes: maxKeyBytes(settings.bodyLimit),
     cache: settings.cache ? { callTimeout: settings.requestTimeout, log: fastify.log } : undefined
   })

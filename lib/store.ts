@@ -10,6 +10,7 @@ import { isBrokenCircuitError } from 'cockatiel'
 import { EtcdKeys, rangeEnd } from './etcd-keys.js'
 import { WatchCache, type CacheStatus, type WatchCacheOptions } from './cache.js'
 import { decodeContinueToken, encodeContinueToken } from './continue-token.js'
+import { settleBy } from './deadline.js'
 import { IDEMPOTENCY_TTL_SECONDS } from './idempotency.js'
 import {
   EtcdUnavailableError, FutureRevisionError, IdempotencyEntryExistsError, KeyExistsError, KeyNotFoundError, RevisionCompactedError,
@@ -53,8 +54,8 @@ export interface ListPage {
 export const MAX_KEYS_SCANNED_PER_PAGE = 10_000
 /** The most keys one etcd range read asks for (fewer when keys may be large: see readBatch). */
 const MAX_READ_BATCH = 500
-/** Bytes one range read may return: gRPC refuses an answer over 4 MiB by default. */
-const READ_BYTES = 3 * 1024 * 1024
+/** The largest answer a client takes by default (gRPC's): range reads stay well under it. */
+const DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
 
 /** The largest key (its JSON) the plugin stores: a body's worth, and room for the fields the server sets. */
 export function maxKeyBytes (bodyLimit: number): number {
@@ -113,19 +114,6 @@ function translateEtcdError (err: unknown): unknown {
   return err
 }
 
-/** `work`, or an EtcdUnavailableError at `deadline` if it has not settled by then. */
-async function settleBy<T> (deadline: number, work: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const expired = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new EtcdUnavailableError('etcd did not answer in time')), deadline - Date.now())
-  })
-  try {
-    return await Promise.race([work, expired])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
 /**
  * Every etcd access of the plugin. Keys live at `<root>/apikeys/<namespace>/<name>` as JSON, and a
  * digest index at `<root>/apikey-digests/<sha256>` points at `<namespace>/<name>`; the two are
@@ -153,6 +141,8 @@ export class ApiKeyStore {
   constructor (client: Etcd3, root: string, options: {
     attemptTimeout?: number
     maxKeyBytes?: number
+    /** The largest answer the client takes (its grpc.max_receive_message_length); default gRPC's 4 MiB. */
+    receiveBytes?: number
     /** Serve reads from a watch-fed cache; each etcd call it makes has `callTimeout` ms. */
     cache?: { callTimeout: number, log: WatchCacheOptions['log'] }
   } = {}) {
@@ -160,7 +150,9 @@ export class ApiKeyStore {
     this.keys = new EtcdKeys(root)
     this.attemptTimeout = options.attemptTimeout ?? Infinity
     this.maxKeyBytes = options.maxKeyBytes ?? maxKeyBytes(64 * 1024)
-    this.readBatch = Math.max(1, Math.min(MAX_READ_BATCH, Math.floor(READ_BYTES / this.maxKeyBytes)))
+    // Three quarters of the limit: room for the answer's framing and the keys' names.
+    const readBytes = Math.floor((options.receiveBytes ?? DEFAULT_RECEIVE_BYTES) * 3 / 4)
+    this.readBatch = Math.max(1, Math.min(MAX_READ_BATCH, Math.floor(readBytes / this.maxKeyBytes)))
     if (options.cache !== undefined) {
       const { callTimeout, log } = options.cache
       this.cache = new WatchCache(client, {
@@ -214,14 +206,21 @@ export class ApiKeyStore {
 
   /**
    * A range read, from the cache when it can serve it, else from etcd. A revision from a client's
-   * continue token (`fromToken`) is always read in etcd: only etcd knows whether it was compacted
-   * (a 410), though the cache may hold that revision still.
+   * continue token (`fromToken`) is served from the cache only if the cache is still at it, and
+   * only after a one-key read in etcd at that revision: only etcd knows whether it was compacted
+   * (a 410) or not reached (a 400), and a one-key read says so without walking the range.
    */
   private async range (request: { key: string, end?: Buffer, limit?: number, revision?: number, fromToken?: boolean }, deadline: Deadline): Promise<IRangeResponse> {
-    if (this.cache !== undefined) {
+    const cache = this.cache
+    if (cache !== undefined) {
       let cached
       try {
-        cached = request.fromToken === true ? undefined : await this.cache.range(request, deadline.deadline)
+        if (request.fromToken !== true) {
+          cached = await cache.range(request, deadline.deadline)
+        } else if (request.revision !== undefined && cache.holds(request.revision)) {
+          await this.rangeEtcd({ key: this.keys.plugin, revision: request.revision }, deadline)
+          cached = await cache.range(request, deadline.deadline)
+        }
       } catch (err) {
         throw translateEtcdError(err)
       }

@@ -6,13 +6,15 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { dedicatedEtcd, sharedEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, uniqueRoot, type TestApp } from './helpers/app.js'
 
-/** Resolves once the app's cache follows etcd. */
+/** Resolves once the app's cache follows etcd and has caught up with etcd's current revision. */
 async function cacheLive (api: TestApp) {
+  const current = Number((await api.etcd.kv.range({ key: Buffer.from('\0') })).header.revision)
   for (let i = 0; i < 600; i++) {
-    if (api.app.apiKeys.cacheStatus()?.live === true) return
+    const status = api.app.apiKeys.cacheStatus()
+    if (status?.live === true && status.revision >= current) return
     await sleep(25)
   }
-  throw new Error('the cache did not go live within 15 s')
+  throw new Error(`the cache did not catch up with revision ${current} within 15 s`)
 }
 
 const reads = (api: TestApp) => api.app.apiKeys.cacheStatus()?.reads ?? { cache: 0, etcd: 0 }
@@ -67,7 +69,7 @@ t.test('a write through one server is read at once through another, while a load
   t.ok(after.cache - before.cache > ROUNDS, 'and the reads were served from the cache')
 })
 
-t.test('the first page of a list comes from the cache, in order, and later pages from etcd at its revision', async t => {
+t.test('pages of a list come from the cache while it is at the walk\'s revision, else from etcd at it', async t => {
   const etcd = await sharedEtcd()
   t.teardown(() => etcd.close())
   const api = await buildApp(t, etcd)
@@ -75,6 +77,14 @@ t.test('the first page of a list comes from the cache, in order, and later pages
   for (let i = 0; i < 12; i++) names.push((await api.createKey('paged')).name)
   names.sort()
   await cacheLive(api)
+
+  // With no write during the walk, every page comes from the cache, the later ones after a
+  // one-key read in etcd at the token's revision (which says whether it was compacted).
+  const quiet = reads(api)
+  const { names: quietWalk } = await walkAll(api)
+  t.same(quietWalk, names, 'a walk with no write meanwhile: the namespace, in name order')
+  t.equal(reads(api).etcd - quiet.etcd, 0, 'with no range read from etcd', { quiet, now: reads(api), status: api.app.apiKeys.cacheStatus() })
+
   const first = await api.call({ path: '/namespaces/paged/apikey?limit=5' })
   const token = String(first.headers['sensu-continue'])
   // A write after the first page: the walk must not see it (one snapshot).
@@ -91,6 +101,18 @@ t.test('the first page of a list comes from the cache, in order, and later pages
   const fresh = await api.call({ path: '/namespaces/paged/apikey?limit=100' })
   t.equal(fresh.json().length, 13, 'a new walk sees it')
 })
+
+/** Every page of `paged`, 5 at a time. */
+async function walkAll (api: TestApp) {
+  const names: string[] = []
+  let pages = 0
+  for (let next: string | undefined = ''; next !== undefined; pages++) {
+    const page = await api.call({ path: `/namespaces/paged/apikey?limit=5${next === '' ? '' : `&continue=${next}`}` })
+    names.push(...page.json().map((k: any) => k.metadata.name))
+    next = page.headers['sensu-continue'] as string | undefined
+  }
+  return { names, pages }
+}
 
 t.test('while the watch is down, the cache serves nothing: reads go to etcd', async t => {
   const etcd = await dedicatedEtcd()
