@@ -1,3 +1,4 @@
+import sortedBtree from 'sorted-btree'
 import type { Etcd3, IDuplexStream, IKeyValue, IRangeResponse, IWatchRequest, IWatchResponse } from 'etcd3'
 import { rangeEnd } from './etcd-keys.js'
 import { settleBy } from './deadline.js'
@@ -48,6 +49,8 @@ export interface CacheSource {
 export interface WatchCacheOptions {
   /** Everything under this prefix is cached. */
   prefix: string
+  /** The part of `prefix` that is read in ranges (the records); the rest only by single key. */
+  ranged: string
   /** Keys per range read while loading (small enough for gRPC's message limit). */
   readBatch: number
   /** Reports the watch going down and coming back; not the reads. */
@@ -67,6 +70,9 @@ const RESTART_BACKOFF_MAX = 5000
 
 /** Keys the cache serves: ASCII, where JavaScript's string order is etcd's byte order. */
 const isAscii = (text: string) => Buffer.byteLength(text, 'utf8') === text.length
+
+// A CommonJS module whose class is its `default` export.
+const BTree = sortedBtree.default
 
 /** One call at a time, shared by every caller that arrives before it is sent (never by a later one). */
 class Coalescer<T> {
@@ -98,8 +104,12 @@ class Coalescer<T> {
 
 export class WatchCache {
   private readonly entries = new Map<string, Entry>()
-  /** Every cached key, in etcd's (byte) order: keys are ASCII, where string and byte order agree. */
-  private readonly sorted: string[] = []
+  /**
+   * Every cached key under `ranged`, in etcd's (byte) order (keys are held as latin1 strings, whose
+   * order is their bytes'). A B+ tree: 100,000 keys arriving through the watch must not cost an
+   * array splice each. Digest and idempotency entries are only read one by one: not in it.
+   */
+  private readonly sorted = new BTree<string, undefined>(undefined, (a, b) => a < b ? -1 : a > b ? 1 : 0)
   /** Every change up to this revision is applied: the cache is etcd's state at this revision. */
   private revision = 0
   /** The watch is up and the cache follows it. */
@@ -115,8 +125,12 @@ export class WatchCache {
   private askedAt = 0
   private heardAt = 0
 
+  /** The end of the ranged keys, as a latin1 string. */
+  private readonly rangedEnd: string
+
   /** `client` carries the watch; `source` makes the other calls. */
   constructor (private readonly client: Etcd3, private readonly source: CacheSource, private readonly options: WatchCacheOptions) {
+    this.rangedEnd = rangeEnd(options.ranged).toString('latin1')
     const prefix = Buffer.from(options.prefix)
     // A linearizable read of one key (the prefix itself, which no key is): its header is etcd's current revision.
     this.currentRevision = new Coalescer(async () => {
@@ -143,7 +157,9 @@ export class WatchCache {
    */
   async range (request: CacheRange, deadline: number): Promise<IRangeResponse | undefined> {
     const end = request.end?.toString('latin1')
-    const servable = this.live && isAscii(request.key) && (end === undefined || isAscii(end)) &&
+    const { ranged } = this.options
+    const inRange = end === undefined || (request.key.startsWith(ranged) && isAscii(end) && end <= this.rangedEnd)
+    const servable = this.live && isAscii(request.key) && inRange &&
       (request.revision === undefined ? await this.catchUp(deadline) : request.revision === this.revision)
     if (!servable) {
       this.counts.etcd++
@@ -217,12 +233,12 @@ export class WatchCache {
       const entry = this.entries.get(start)
       if (entry !== undefined) kvs.push(toKeyValue(start, entry))
     } else {
-      for (let i = this.indexOf(start); i < this.sorted.length && this.sorted[i] < end; i++) {
+      for (const key of this.sorted.keys(start)) {
+        if (key >= end) break
         if (limit > 0 && kvs.length === limit) {
           more = true
           break
         }
-        const key = this.sorted[i]
         kvs.push(toKeyValue(key, this.entries.get(key) as Entry))
       }
     }
@@ -230,26 +246,13 @@ export class WatchCache {
     return { header: { cluster_id: '0', member_id: '0', raft_term: '0', revision }, kvs, more, count: String(kvs.length) }
   }
 
-  /** Where `key` is, or would be inserted, in `sorted`. */
-  private indexOf (key: string): number {
-    let low = 0
-    let high = this.sorted.length
-    while (low < high) {
-      const mid = (low + high) >>> 1
-      if (this.sorted[mid] < key) low = mid + 1
-      else high = mid
-    }
-    return low
-  }
-
   private put (key: string, entry: Entry) {
-    if (!this.entries.has(key)) this.sorted.splice(this.indexOf(key), 0, key)
+    if (!this.entries.has(key) && key.startsWith(this.options.ranged)) this.sorted.set(key, undefined)
     this.entries.set(key, entry)
   }
 
   private remove (key: string) {
-    if (!this.entries.delete(key)) return
-    this.sorted.splice(this.indexOf(key), 1)
+    if (this.entries.delete(key)) this.sorted.delete(key)
   }
 
   private advance (revision: number) {
@@ -360,7 +363,7 @@ export class WatchCache {
   /** Reads every key under the prefix in batches at one revision. */
   private async load (): Promise<void> {
     this.entries.clear()
-    this.sorted.length = 0
+    this.sorted.clear()
     const { prefix, readBatch } = this.options
     const end = rangeEnd(prefix)
     let start = Buffer.from(prefix)
@@ -370,8 +373,7 @@ export class WatchCache {
       revision ??= Number(res.header.revision)
       for (const kv of res.kvs) {
         const key = kv.key.toString('latin1')
-        this.entries.set(key, entryOf(kv))
-        this.sorted.push(key)
+        this.put(key, entryOf(kv))
       }
       if (!res.more || res.kvs.length === 0) break
       start = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])])

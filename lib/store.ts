@@ -157,7 +157,7 @@ export class ApiKeyStore {
       const { callTimeout, log } = options.cache
       this.cache = new WatchCache(client, {
         range: request => this.rangeEtcd(request, { deadline: Date.now() + callTimeout })
-      }, { prefix: this.keys.plugin, readBatch: this.readBatch, log })
+      }, { prefix: this.keys.plugin, ranged: this.keys.records, readBatch: this.readBatch, log })
     }
   }
 
