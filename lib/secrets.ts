@@ -39,8 +39,18 @@ export function digestSecret (secret: string): string {
 
 /** Constant-time comparison of two strings of any length. */
 export function safeEqual (a: string, b: string): boolean {
-  // Hashing first gives equal-length buffers, so the length of a secret is not leaked either.
-  const da = createHash('sha256').update(a, 'utf8').digest()
-  const db = createHash('sha256').update(b, 'utf8').digest()
-  return timingSafeEqual(da, db)
+  return safeEqualDigest(sha256(a), sha256(b))
+}
+
+/**
+ * A string's SHA-256, for constant-time comparison: hashing first gives equal-length buffers, so
+ * the length of a secret is not leaked either. A fixed secret's digest is made once (bearerTokens).
+ */
+export function sha256 (text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest()
+}
+
+/** Constant-time comparison of two digests made by sha256. */
+export function safeEqualDigest (a: Buffer, b: Buffer): boolean {
+  return timingSafeEqual(a, b)
 }
