@@ -1,0 +1,111 @@
+// The results of a run as text tables (stdout) and as JSON (bench/results/<timestamp>.json).
+import type { LoadResult } from './measure.js'
+import { mib, type ClientCpuResult, type OperationResult, type PageResult, type RevocationResult, type RssResult } from './sections.js'
+
+export interface Machine {
+  cpus: number
+  cpuModel: string
+  memoryBytes: number
+  node: string
+  etcd: string
+  kernel: string
+  loadAverageAtStart: number[]
+  loadAverageAtEnd?: number[]
+}
+
+export interface RunResults {
+  startedAt: string
+  label: string
+  machine: Machine
+  settings: Record<string, unknown>
+  /** Whose dist/ the servers ran. */
+  server: { repo: string, commit?: string }
+  operations: Record<string, OperationResult>
+  pages?: PageResult[]
+  rss?: RssResult
+  revocation?: RevocationResult
+  clientCpu?: ClientCpuResult
+}
+
+/** Columns padded to their widest cell; numbers right-aligned. */
+function table (header: string[], rows: string[][]): string {
+  const widths = header.map((title, i) => Math.max(title.length, ...rows.map(row => row[i].length)))
+  const line = (cells: string[]) => cells.map((cell, i) => i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])).join('  ')
+  return [line(header), ...rows.map(line)].join('\n')
+}
+
+const fixed = (value: number | undefined, digits: number) => value === undefined || Number.isNaN(value) ? '-' : value.toFixed(digits)
+const rate = (value: number) => fixed(value, 0)
+const ms = (value: number) => fixed(value, value < 10 ? 2 : 1)
+const micros = (value: number | undefined) => fixed(value, 0)
+
+/** Operations that ended unexpectedly, or ran out of keys, as one note each. */
+function notes (name: string, side: string, result: LoadResult): string[] {
+  const out: string[] = []
+  const unexpected = Object.entries(result.unexpected)
+  if (unexpected.length > 0) out.push(`${name} (${side}): unexpected answers ${unexpected.map(([what, n]) => `${what}×${n}`).join(', ')}`)
+  if (result.exhausted === true) out.push(`${name} (${side}): ran out of preloaded keys after ${result.seconds.toFixed(1)} s (raise BENCH_DELETE_POOL)`)
+  return out
+}
+
+export function formatResults (results: RunResults): string {
+  const { machine, settings } = results
+  const parts: string[] = [
+    `${results.label}, ${results.startedAt}`,
+    `${machine.cpus} CPUs (${machine.cpuModel}), ${mib(machine.memoryBytes)} MiB, Node ${machine.node}, etcd ${machine.etcd}, ` +
+      `load average ${machine.loadAverageAtStart.map(n => n.toFixed(2)).join(' ')} at start`,
+    `server: dist/ of ${results.server.repo}${results.server.commit === undefined ? '' : ` (HEAD ${results.server.commit.slice(0, 7)})`}`
+  ]
+  const operations = Object.entries(results.operations)
+  if (operations.length > 0) {
+    parts.push('', `Operations at concurrency ${String(settings.connections)}, ${String(settings.duration)} s per side ` +
+      '(latency in ms; CPU in µs per operation, by process)')
+    parts.push(table(
+      ['operation', 'API req/s', 'p50', 'p99', 'raw ops/s', 'p50', 'p99', 'API/raw', 'server CPU', 'autocannon CPU', 'etcd CPU (API)', 'etcd3 client CPU', 'etcd CPU (raw)'],
+      operations.map(([name, { api, raw, ratio, cpu }]) => [
+        name, rate(api.rate), ms(api.p50), ms(api.p99), rate(raw.rate), ms(raw.p50), ms(raw.p99), fixed(ratio, 2),
+        micros(cpu.server), micros(cpu.loadGenerator), micros(cpu.etcdForApi), micros(cpu.rawClient), micros(cpu.etcdForRaw)
+      ])
+    ))
+    const problems = operations.flatMap(([name, { api, raw }]) => [...notes(name, 'API', api), ...notes(name, 'raw', raw)])
+    if (problems.length > 0) parts.push(...problems.map(note => `  note: ${note}`))
+  }
+  if (results.pages !== undefined) {
+    const pages = results.pages
+    parts.push('', `Page of 100, at concurrency ${String(settings.pageConnections)}, ${String(settings.pageDuration)} s each: ` +
+      'latency in ms, p50 / p99 (pages read)')
+    const both = (r: LoadResult) => `${ms(r.p50)} / ${ms(r.p99)} (${r.ops})`
+    parts.push(table(
+      ['keys in namespace', 'API first page', 'API later page', 'raw first page', 'raw later page'],
+      pages.map(p => [String(p.keys), both(p.api.first), both(p.api.next), both(p.raw.first), both(p.raw.next)])
+    ))
+    const [small, large] = pages
+    if (small !== undefined && large !== undefined) {
+      const growth = (pick: (p: PageResult) => LoadResult) => fixed(pick(large).p50 / pick(small).p50, 2)
+      parts.push(`  p50 at ${large.keys} keys over p50 at ${small.keys}: API first page ${growth(p => p.api.first)}, ` +
+        `later page ${growth(p => p.api.next)}; raw first page ${growth(p => p.raw.first)}, later page ${growth(p => p.raw.next)}`)
+    }
+  }
+  if (results.rss !== undefined) {
+    const r = results.rss
+    parts.push('', `Streamed list of ${r.keys} keys without limit: server RSS idle ${mib(r.idle)} MiB, peak ${mib(r.peak)} MiB, ` +
+      `growth ${mib(r.growth)} MiB (${r.method}); ${mib(r.bodyBytes)} MiB sent in ${r.seconds.toFixed(2)} s`)
+  }
+  if (results.revocation !== undefined) {
+    const r = results.revocation
+    parts.push('', `Revocation over ${r.keys} keys, from server A's 204 to server B's first 401: p50 ${ms(r.p50)} ms, ` +
+      `p99 ${ms(r.p99)} ms, max ${ms(r.max)} ms (one request to B takes ${ms(r.roundTripP50)} ms at p50); ` +
+      `requests B accepted after the delete: ${r.acceptedAfterDelete}`)
+  }
+  if (results.clientCpu !== undefined) {
+    const c = results.clientCpu
+    const idle = c.etcdIdleMicrosPerMs === undefined ? '' : `, etcd's less its idle ${(c.etcdIdleMicrosPerMs / 10).toFixed(1)}% of a core`
+    parts.push('', `Client CPU per etcd read of one key (${c.calls} calls each): µs of CPU per call, of this process and of etcd${idle}; calls/s`)
+    const cells = (f: ClientCpuResult['clients'][string]['sequential']) => [micros(f.cpuMicrosPerCall), micros(f.etcdMicrosPerCall), rate(f.callsPerSecond)]
+    parts.push(table(
+      ['client', 'one at a time: client µs', 'etcd µs', 'calls/s', `${String(settings.connections)} at a time: client µs`, 'etcd µs', 'calls/s'],
+      Object.entries(c.clients).map(([name, figures]) => [name, ...cells(figures.sequential), ...cells(figures.concurrent)])
+    ))
+  }
+  return parts.join('\n') + '\n'
+}
