@@ -9,6 +9,7 @@ import { Etcd3 } from 'etcd3'
 import { ConfigError, loadConfig, type ServerConfig } from './config.js'
 import { EtcdNotFoundError, startEmbeddedEtcd, type EmbeddedEtcd } from './embedded-etcd.js'
 import { etcdClientOptions } from './server.js'
+import { describeError, silenceTlsIpWarning } from './command-line.js'
 import { abbreviateDigest, checkConsistency, repairOrphans, type ConsistencyReport, type Orphan, type Repair } from './consistency.js'
 
 const USAGE = 'usage: check-consistency [--repair] [--json]'
@@ -113,18 +114,17 @@ async function main (): Promise<number> {
   }
 }
 
+silenceTlsIpWarning()
+
 let code: number
 try {
   code = await main()
 } catch (err) {
-  // One line: the error and its causes' first lines.
-  const parts: string[] = []
-  for (let e: unknown = err; e instanceof Error; e = e.cause) parts.push(e.message.split('\n')[0])
   const usage = err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS') === true ? `; ${USAGE}` : ''
   const known = err instanceof ConfigError || err instanceof CannotCheck || usage !== ''
-  process.stderr.write(`check-consistency: ${known ? '' : 'cannot check: '}${parts.join(': ')}${usage}\n`)
+  process.stderr.write(`check-consistency: ${known ? '' : 'cannot check: '}${describeError(err)}${usage}\n`)
   code = 2
 }
-// The work is done: exit now rather than when a timer still pending lapses (the embedded etcd's
-// stop() keeps its 10 s fallback timer running). stdout and stderr are synchronous for files and pipes.
+// The work is done: exit now rather than when some timer of the etcd client lapses. stdout and
+// stderr are synchronous for files and pipes.
 process.exit(code)

@@ -5,23 +5,9 @@ import closeWithGrace from 'close-with-grace'
 import { ConfigError, loadConfig } from './config.js'
 import { startEmbeddedEtcd, type EmbeddedEtcd } from './embedded-etcd.js'
 import { buildServer } from './server.js'
+import { describeError, silenceTlsIpWarning } from './command-line.js'
 
-// grpc-js names the TLS server even when it is an IP address (etcd at https://127.0.0.1:2379), and
-// Node warns about it (DEP0123): nothing a user can act on, and noise before a one-line error.
-const emitWarning = process.emitWarning.bind(process)
-process.emitWarning = ((warning: string | Error, ...rest: any[]) => {
-  const code = typeof rest[0] === 'object' ? rest[0]?.code : rest[1]
-  if (code !== 'DEP0123') emitWarning(warning, ...rest)
-}) as typeof process.emitWarning
-
-/** An error and its causes, on one line. */
-function describe (err: unknown): string {
-  const parts: string[] = []
-  for (let e: unknown = err; e instanceof Error; e = e.cause) {
-    parts.push(e.message.replace(/^fastify-etcd-apikeys: /, '').split('\n')[0])
-  }
-  return parts.join(': ')
-}
+silenceTlsIpWarning()
 
 function fail (message: string): never {
   process.stderr.write(`fastify-etcd-apikeys: ${message}\n`)
@@ -54,7 +40,7 @@ async function main () {
   } catch (err) {
     await app?.close()
     await embedded?.stop()
-    fail(`cannot start: ${describe(err)}`)
+    fail(`cannot start: ${describeError(err)}`)
   }
   app.log.info({ etcd: embedded ? `embedded, pid ${embedded.pid}, data in ${config.embeddedEtcd.dataDir}` : endpoints.join(',') }, 'serving the APIKey API')
 
