@@ -298,32 +298,38 @@ export class WatchCache {
       stream.on('error', reject)
       stream.on('end', () => reject(new Error('watch stream ended')))
     })
-    failed.catch(err => {
+    /** The watch, once up, broke or was canceled: reads go to etcd until it is back. */
+    const broken = (err: unknown, delay: number) => {
       if (this.stream !== stream || this.closed) return
       this.goDown()
-      this.options.log.warn({ err }, 'apikey cache: watch broken, reads go to etcd')
-      this.restart(this.backoff)
-    })
+      this.options.log.warn({ err }, 'apikey cache: watch down, reads go to etcd')
+      this.restart(delay)
+    }
+    failed.catch(err => broken(err, this.backoff))
+    let up = false
     const created = new Promise<void>((resolve, reject) => {
+      // Before the watch is up, a failure fails follow(); after, it restarts the watch.
+      const fail = (err: unknown) => up ? broken(err, 0) : reject(err)
       stream.on('data', res => {
         if (this.stream !== stream) return
         this.heardAt = Date.now()
+        if (res.created === true && res.canceled !== true) {
+          up = true
+          this.live = true
+          this.backoff = RESTART_BACKOFF_MIN
+          resolve()
+          return
+        }
+        if (res.canceled === true) {
+          // Compacted past our revision: the history to replay is gone; load afresh.
+          if (Number(res.compact_revision) > 0) this.revision = 0
+          fail(new Error(`watch canceled: ${res.cancel_reason !== '' ? res.cancel_reason : 'compacted'}`))
+          return
+        }
         try {
-          if (res.created === true && res.canceled !== true) {
-            this.live = true
-            this.backoff = RESTART_BACKOFF_MIN
-            resolve()
-            return
-          }
-          if (res.canceled === true) {
-            // Compacted past our revision: the history to replay is gone; load afresh.
-            if (Number(res.compact_revision) > 0) this.revision = 0
-            reject(new Error(`watch canceled: ${res.cancel_reason ?? 'compacted'}`))
-            return
-          }
           this.apply(res)
         } catch (err) {
-          reject(err)
+          fail(err)
         }
       })
     })
@@ -338,12 +344,6 @@ export class WatchCache {
     } finally {
       clearTimeout(timer)
     }
-    created.catch(err => {
-      if (this.stream !== stream || this.closed) return
-      this.goDown()
-      this.options.log.warn({ err }, 'apikey cache: watch canceled, reads go to etcd')
-      this.restart(0)
-    })
     this.options.log.info({ revision: this.revision, keys: this.entries.size }, 'apikey cache: following etcd')
   }
 
