@@ -154,12 +154,8 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
     return { key, entryId: idempotencyEntryId(callerOf(request).username, key), fingerprint: requestFingerprint(namespace, request.body) }
   }
 
-  /**
-   * The answer of the create an Idempotency-Key already made: the key as it is now, and its secret
-   * from the entry. `ownSecret` is the secret this request made: if the entry holds it, the entry
-   * is this request's own write, retried, and the answer is a plain create.
-   */
-  const replay = async (request: FastifyRequest, reply: FastifyReply, idempotency: Idempotency, stored: string, ownSecret?: string) => {
+  /** The answer of the create an Idempotency-Key already made: the key as it is now, and its secret from the entry. */
+  const replay = async (request: FastifyRequest, reply: FastifyReply, idempotency: Idempotency, stored: string) => {
     const entry = openIdempotencyEntry(idempotency.key, idempotency.entryId, stored)
     if (entry.fingerprint !== idempotency.fingerprint) {
       throw new InvalidArgumentError('this Idempotency-Key was sent with another request; use a new one for a new key')
@@ -167,13 +163,8 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
     const current = await store.get(entry.namespace, entry.name, deadline(request))
     if (current === null) throw new ConflictError('the apikey created with this Idempotency-Key has been deleted since')
     await ensureVisible(request, entry.namespace, current.key)
-    if (entry.secret === ownSecret) {
-      audit(request, 'create', { namespace: entry.namespace, name: entry.name, username: current.key.username })
-    } else {
-      request.log.info({ idempotency: { replayed: `${entry.namespace}/${entry.name}` } }, 'apikey create replayed')
-      reply.header('idempotent-replayed', 'true')
-    }
-    return sendCreated(reply, current, entry.secret)
+    request.log.info({ idempotency: { replayed: `${entry.namespace}/${entry.name}` } }, 'apikey create replayed')
+    return sendCreated(reply.header('idempotent-replayed', 'true'), current, entry.secret)
   }
 
   app.setValidatorCompiler(typeBoxValidatorCompiler)
@@ -332,9 +323,9 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
           entry: sealIdempotencyEntry(idempotency.key, idempotency.entryId, { namespace, name: key.metadata.name, fingerprint: idempotency.fingerprint, secret })
         })
       } catch (err) {
-        // A request with the same Idempotency-Key won the race, or this one's own retried write did.
+        // A request with the same Idempotency-Key won the race: answer its key.
         if (!(err instanceof IdempotencyEntryExistsError) || idempotency === undefined) throw err
-        return await replay(request, reply, idempotency, err.entry, secret)
+        return await replay(request, reply, idempotency, err.entry)
       }
       audit(request, 'create', { namespace, name: key.metadata.name, username: key.username })
       return sendCreated(reply, created, secret)

@@ -268,8 +268,8 @@ export class ApiKeyStore {
    * Creates a key and its digest index entry in one transaction guarded by "neither exists". A
    * retried create whose first attempt etcd applied finds its own record (same digest): success.
    * With `idempotency`, the same transaction writes that entry too, guarded by "it does not
-   * exist": if it does (an earlier request with the same Idempotency-Key, or this one's own
-   * retried write), nothing is written and IdempotencyEntryExistsError carries the entry.
+   * exist": if another request with the same Idempotency-Key wrote it first, nothing is written
+   * and IdempotencyEntryExistsError carries the entry.
    */
   async create (key: ApiKey, digest: string, deadline: Deadline, idempotency?: { entryId: string, entry: string }): Promise<StoredKey> {
     const recordKey = this.keys.record(key.metadata.namespace, key.metadata.name)
@@ -309,16 +309,15 @@ export class ApiKeyStore {
         throw err
       }
       if (res.succeeded) return { key, revision: Number(res.header.revision) }
-      const entry = res.responses[1]?.response_range?.kvs[0]
-      if (entry) {
-        this.revokeLease(lease)
-        throw new IdempotencyEntryExistsError(entry.value.toString('utf8'))
-      }
+      // Our own write, applied by an attempt whose answer was lost (entry included): success. Its
+      // lease now holds the key, so it must not be revoked as a lease nothing uses.
       const existing = res.responses[0]?.response_range?.kvs[0]
       if (existing && parseRecord(existing).key_sha256 === digest) {
         return { key, revision: Number(existing.mod_revision) }
       }
       this.revokeLease(lease)
+      const entry = res.responses[1]?.response_range?.kvs[0]
+      if (entry) throw new IdempotencyEntryExistsError(entry.value.toString('utf8'))
       throw new KeyExistsError(`apikey ${key.metadata.name} already exists`)
     }
   }
