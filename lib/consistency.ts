@@ -5,7 +5,7 @@
 import { GRPCOutOfRangeError, type Etcd3, type IKeyValue, type IRangeResponse } from 'etcd3'
 import { EtcdKeys, rangeEnd } from './etcd-keys.js'
 import { defaults } from './options.js'
-import { maxKeyBytes } from './store.js'
+import { maxKeyBytes, readBatchFor } from './store.js'
 
 export type OrphanKind =
   /** A record whose digest entry is missing. Repaired: the entry is written again. */
@@ -70,8 +70,6 @@ export interface ConsistencyOptions {
   concurrency?: number
 }
 
-/** Bytes one range read may return: gRPC refuses an answer over 4 MiB by default. */
-const READ_BYTES = 3 * 1024 * 1024
 const HEX_DIGEST = /^[0-9a-f]{64}$/
 
 /** A record as the scan needs it. */
@@ -117,7 +115,7 @@ export async function checkConsistency (client: Etcd3, root: string, options: Co
   const suspect = (digest: string) => suspects.get(digest) ?? suspects.set(digest, { claimants: new Map() }).get(digest) as Suspect
 
   let records = 0
-  const recordBatch = options.recordBatch ?? Math.max(1, Math.floor(READ_BYTES / maxKeyBytes(defaults.bodyLimit)))
+  const recordBatch = options.recordBatch ?? readBatchFor(maxKeyBytes(defaults.bodyLimit))
   for await (const batch of reader.batches(keys.records, recordBatch)) {
     records += batch.length
     await forEachLimited(batch, concurrency, async kv => {

@@ -61,6 +61,14 @@ const DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
 export function maxKeyBytes (bodyLimit: number): number {
   return bodyLimit + 1024
 }
+/**
+ * Keys per range read, so that a read of the largest keys stays under the client's answer limit
+ * (`receiveBytes`, gRPC's 4 MiB by default): three quarters of it, for the framing and the names.
+ */
+export function readBatchFor (keyBytes: number, receiveBytes = DEFAULT_RECEIVE_BYTES): number {
+  return Math.max(1, Math.min(MAX_READ_BATCH, Math.floor(receiveBytes * 3 / 4 / keyBytes)))
+}
+
 /** Keys deleted at once by deleteAllOf. */
 const REVOKE_CONCURRENCY = 8
 /** Applying a patch retries on a conflicting write this many times at most, deadline allowing. */
@@ -150,9 +158,7 @@ export class ApiKeyStore {
     this.keys = new EtcdKeys(root)
     this.attemptTimeout = options.attemptTimeout ?? Infinity
     this.maxKeyBytes = options.maxKeyBytes ?? maxKeyBytes(64 * 1024)
-    // Three quarters of the limit: room for the answer's framing and the keys' names.
-    const readBytes = Math.floor((options.receiveBytes ?? DEFAULT_RECEIVE_BYTES) * 3 / 4)
-    this.readBatch = Math.max(1, Math.min(MAX_READ_BATCH, Math.floor(readBytes / this.maxKeyBytes)))
+    this.readBatch = readBatchFor(this.maxKeyBytes, options.receiveBytes)
     if (options.cache !== undefined) {
       const { callTimeout, log } = options.cache
       this.cache = new WatchCache(client, {
