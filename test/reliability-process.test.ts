@@ -10,6 +10,7 @@ import { ADMIN_TOKEN, BASE, uniqueRoot } from './helpers/app.js'
 import {
   ensureBuilt, freePorts, logLines, request, runCheckConsistency, startServer, tempDir, waitForReady, type ServerProcess
 } from './helpers/standalone.js'
+import { inParallel } from './helpers/load.js'
 
 await ensureBuilt()
 const etcd = await sharedEtcd()
@@ -149,14 +150,11 @@ async function verifyAfterwards (t: Test, env: Record<string, string>, attempts:
 
   const url = `http://127.0.0.1:${env.PORT}`
   const acknowledged = attempts.filter(a => a.key !== undefined)
-  const missing: string[] = []
-  for (let i = 0; i < acknowledged.length; i += 16) {
-    await Promise.all(acknowledged.slice(i, i + 16).map(async ({ key }) => {
-      const { name, secret } = key as { name: string, secret: string }
-      const res = await request(`${url}${CREATE}/${name}`, { headers: { authorization: `Key ${secret}` } })
-      if (res.status !== 200 || JSON.parse(res.body).metadata.name !== name) missing.push(`${name}: ${res.status}`)
-    }))
-  }
+  const missing = (await inParallel(acknowledged, 16, async ({ key }) => {
+    const { name, secret } = key as { name: string, secret: string }
+    const res = await request(`${url}${CREATE}/${name}`, { headers: { authorization: `Key ${secret}` } })
+    return res.status !== 200 || JSON.parse(res.body).metadata.name !== name ? [`${name}: ${res.status}`] : []
+  })).flat()
   t.same(missing, [], 'every acknowledged key is readable and its secret authenticates')
   const list = await request(`${url}${CREATE}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
   return { found: acknowledged.length - missing.length, stored: (JSON.parse(list.body) as unknown[]).length, orphans: report.orphans.length }
