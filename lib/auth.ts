@@ -6,6 +6,11 @@ import { safeEqualDigest, sha256 } from './secrets.js'
 export interface Caller {
   username: string
   admin: boolean
+  /**
+   * Unix seconds: the caller's own credentials end then (an API key's `expires_at`), and nothing
+   * it makes or changes may outlive them. Absent: not bound (bearer tokens).
+   */
+  expiresAt?: number
 }
 
 /** Says who the caller is, or null (401). */
@@ -65,7 +70,7 @@ export function apiKeyAuth (options: { admins?: string[] } = {}): Authenticate {
     const secret = credentialsOf(request, 'Key')
     if (secret === null) return null
     const key = await request.server.apiKeys.verify(secret, request)
-    return key && { username: key.username, admin: admins.has(key.username) }
+    return key && { username: key.username, admin: admins.has(key.username), ...(key.expires_at !== undefined && { expiresAt: key.expires_at }) }
   }
 }
 

@@ -20,6 +20,14 @@ export class IdempotencyEntryExistsError extends Error {
 }
 /** etcd could not answer within the request's deadline. */
 export class EtcdUnavailableError extends Error {}
+/** The API key a request authenticated with was revoked (deleted, or by revoke-all) before its write. */
+export class CredentialRevokedError extends Error {}
+/** A key would be given to a username whose keys were revoked after it was made. */
+export class RevokedUsernameError extends Error {
+  constructor (readonly username: string) {
+    super(`the keys of user ${username} were revoked after this apikey was made, so it cannot be given to that user; create a new apikey for it`)
+  }
+}
 
 // The errors a client sees. Each has a stable code and its HTTP status (listed in the README).
 export const InvalidArgumentError = createError('FST_APIKEYS_INVALID_ARGUMENT', '%s', 400)
@@ -74,6 +82,8 @@ export function toHttpError (err: unknown): Error & { statusCode: number } {
   if (err instanceof FutureRevisionError) return new InvalidArgumentError('continue token names a revision etcd has not reached')
   if (err instanceof InvalidContinueTokenError) return new InvalidArgumentError(err.message)
   if (err instanceof EtcdUnavailableError) return new UnavailableError()
+  if (err instanceof CredentialRevokedError) return new UnauthenticatedError()
+  if (err instanceof RevokedUsernameError) return new InvalidArgumentError(err.message)
   const status = (err as { statusCode?: unknown } | null)?.statusCode
   if (typeof status === 'number' && status >= 400 && status < 500) return err as Error & { statusCode: number }
   if (typeof status === 'number' && status === 503) return new UnavailableError()

@@ -10,6 +10,8 @@ export class EtcdKeys {
   readonly digests: string
   /** `<root>/apikey-idempotency/`: replayable creates (see idempotency.ts). */
   readonly idempotencyEntries: string
+  /** `<root>/apikey-fences/`: per-username revocation fences (see ApiKeyStore.revokeAllOf). */
+  readonly fences: string
   /**
    * `<root>/apikey`: every key above. The one prefix without a trailing `/`: it is watched whole,
    * never listed, and spares the watch the rest of a root shared with Sensu.
@@ -21,6 +23,7 @@ export class EtcdKeys {
     this.records = `${root}/apikeys/`
     this.digests = `${root}/apikey-digests/`
     this.idempotencyEntries = `${root}/apikey-idempotency/`
+    this.fences = `${root}/apikey-fences/`
     this.plugin = `${root}/apikey`
   }
 
@@ -39,6 +42,15 @@ export class EtcdKeys {
 
   idempotency (entryId: string): string {
     return `${this.idempotencyEntries}${entryId}`
+  }
+
+  /**
+   * The revocation fence of a username: `bob` stays `bob`. A username may hold `/` and any
+   * character (lone surrogates too, which JSON escapes), and the read cache serves ASCII keys
+   * only: JSON's escapes, then URI encoding, one-to-one.
+   */
+  fence (username: string): string {
+    return `${this.fences}${encodeURIComponent(JSON.stringify(username).slice(1, -1))}`
   }
 
   /** What a digest index entry holds: `<namespace>/<name>`. */

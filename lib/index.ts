@@ -4,7 +4,7 @@ import { Etcd3, type IOptions } from 'etcd3'
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop } from 'cockatiel'
 import { isRecoverableError } from 'etcd3'
 import { resolveOptions, type ApiKeysOptions } from './options.js'
-import { ApiKeyStore, maxKeyBytes } from './store.js'
+import { ApiKeyStore, maxKeyBytes, type StoredKey } from './store.js'
 import { apiKeyRoutes } from './routes.js'
 import { defaultAuthorize, type Caller } from './auth.js'
 import { digestSecret, isWellFormedSecret } from './secrets.js'
@@ -21,6 +21,13 @@ export interface ApiKeys {
    * error when etcd cannot answer in time.
    */
   verify(secret: string, request?: FastifyRequest): Promise<ApiKey | null>
+  /**
+   * Revokes every key of `username`, in all namespaces, and resolves with how many it deleted.
+   * From then on no key of that user made before the call authenticates on any server, nor any
+   * key made while it ran by a caller authenticated as that user; keys made afterwards work. For
+   * a host that disables or deletes a user.
+   */
+  revokeAllOf(username: string): Promise<number>
   /** Resolves when etcd answers within `timeout` ms (default `requestTimeout`); for readiness checks. */
   ping(timeout?: number): Promise<void>
   /** The etcd client the plugin uses. */
@@ -118,13 +125,22 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
     if (owned) client.close()
   })
 
+  /** The API key a request authenticated with (through verify): what it writes is guarded by it. */
+  const credentials = new WeakMap<FastifyRequest, StoredKey>()
+
   const apiKeys: ApiKeys = {
     async verify (secret, request) {
       if (typeof secret !== 'string' || !isWellFormedSecret(secret, settings.keyPrefix)) return null
-      const key = await store.findByDigest(digestSecret(secret), requestDeadline(request, settings.requestTimeout))
+      const found = await store.findByDigest(digestSecret(secret), requestDeadline(request, settings.requestTimeout))
+      if (found === null) return null
       // The guarantee of expires_at, to the second: etcd's lease removes the key only eventually.
-      if (key?.expires_at !== undefined && Date.now() / 1000 >= key.expires_at) return null
-      return key
+      if (found.key.expires_at !== undefined && Date.now() / 1000 >= found.key.expires_at) return null
+      if (request !== undefined) credentials.set(request, found)
+      return found.key
+    },
+    async revokeAllOf (username) {
+      if (typeof username !== 'string' || username === '') throw new TypeError('revokeAllOf: username must be a non-empty string')
+      return await store.revokeAllOf(username, { ...requestDeadline(undefined, settings.requestTimeout), batchTimeout: settings.requestTimeout })
     },
     async ping (timeout = settings.requestTimeout) {
       await store.ping({ deadline: Date.now() + timeout })
@@ -140,7 +156,8 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
     store,
     settings,
     authorize: settings.authorize ?? defaultAuthorize,
-    defaultPolicy: settings.authorize === undefined
+    defaultPolicy: settings.authorize === undefined,
+    credentialOf: (request: FastifyRequest) => credentials.get(request)
   })
 }
 

@@ -31,6 +31,8 @@ export interface RoutesOptions {
   authorize: Authorize
   /** True when `authorize` is the default policy, whose answer for an admin is always yes. */
   defaultPolicy: boolean
+  /** The API key the request authenticated with, if it did with one. */
+  credentialOf: (request: FastifyRequest) => StoredKey | undefined
 }
 
 /** A create's Idempotency-Key, the id of its entry in etcd, and what the request asked for. */
@@ -89,6 +91,16 @@ function checkExpiry (expiresAt: number | undefined) {
   if (expiresAt - now > MAX_LEASE_SECONDS) throw new InvalidArgumentError('field "expires_at" is further away than etcd can keep a lease')
 }
 
+/**
+ * A caller whose own credentials expire (an API key with `expires_at`) never makes or moves a key
+ * past that moment, so that a leaked short-lived key cannot mint a lasting one (SPEC: Containment).
+ */
+function checkLifetime (caller: Caller, expiresAt: number | undefined) {
+  if (caller.expiresAt === undefined || (expiresAt !== undefined && expiresAt <= caller.expiresAt)) return
+  throw new ForbiddenError(`the apikey you authenticate with expires at ${caller.expiresAt} (Unix seconds), and nothing it makes or changes may outlive it: ` +
+    (expiresAt === undefined ? 'field "expires_at" may not be removed' : `field "expires_at" must be at most ${caller.expiresAt}`))
+}
+
 /** A key over `limit` bytes of JSON is refused (413): merge patches would otherwise grow it without bound. */
 function checkSize (key: ApiKey, limit: number) {
   if (Buffer.byteLength(JSON.stringify(key)) > limit) throw new KeyTooLargeError(String(limit))
@@ -123,7 +135,7 @@ function callerOf (request: FastifyRequest): Caller {
 }
 
 /** The routes, in their own encapsulated context so that its parsers, hooks and handlers stay here. */
-export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings, authorize, defaultPolicy }: RoutesOptions) {
+export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings, authorize, defaultPolicy, credentialOf }: RoutesOptions) {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   const { requestTimeout, keyPrefix, bodyLimit } = settings
   const deadline = (request: FastifyRequest) => requestDeadline(request, requestTimeout)
@@ -199,21 +211,22 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
     return new TooManyRequestsError(String(seconds))
   }
 
-  // Authentication comes first, before any body is read: without valid credentials, a 401. An
-  // address past its limit of failed authentications is refused before it may try again.
+  // Authentication comes first, before any body is read: without valid credentials, a 401. Valid
+  // credentials are always served. Invalid ones from an address past its limit of failed
+  // authentications get a 429: a flood of bad credentials from a shared address (a NAT, a proxy)
+  // never locks out a valid key or token; what defeats guessing is the secrets' 256 random bits.
   app.addHook('onRequest', async (request, reply) => {
     deadline(request)
-    const wait = guard?.waitFor(request) ?? 0
-    if (wait > 0) throw tooManyFailures(reply, wait)
     const caller = await settings.authenticate(request)
     if (caller === null || caller === undefined) {
-      const blocked = await guard?.failed(request) ?? 0
-      if (blocked > 0) throw tooManyFailures(reply, blocked)
+      const wait = guard === undefined ? 0 : guard.waitFor(request) || await guard.failed(request)
+      if (wait > 0) throw tooManyFailures(reply, wait)
       reply.header('www-authenticate', 'Bearer, Key')
       throw new UnauthenticatedError()
     }
-    if (typeof caller.username !== 'string' || caller.username === '' || typeof caller.admin !== 'boolean') {
-      throw new TypeError('authenticate must return { username: string, admin: boolean } or null')
+    if (typeof caller.username !== 'string' || caller.username === '' || typeof caller.admin !== 'boolean' ||
+      (caller.expiresAt !== undefined && !Number.isInteger(caller.expiresAt))) {
+      throw new TypeError('authenticate must return { username: string, admin: boolean, expiresAt?: integer } or null')
     }
     request.apiKeyCaller = caller
   })
@@ -296,7 +309,8 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         ...(body.sha512 !== undefined && { sha512: body.sha512 }),
         ...(body.filters !== undefined && { filters: body.filters }),
         ...(body.headers !== undefined && { headers: body.headers }),
-        ...(body.expires_at !== undefined && { expires_at: body.expires_at })
+        // A caller whose credentials expire makes keys that expire with them at the latest.
+        ...((body.expires_at ?? caller.expiresAt) !== undefined && { expires_at: body.expires_at ?? caller.expiresAt })
       }
       checkExpiry(key.expires_at)
       checkSize(key, store.maxKeyBytes)
@@ -309,6 +323,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
       if (!await allowed(request, 'create', namespace, key)) {
         throw new ForbiddenError(`${caller.username} may not create keys for user ${key.username}`)
       }
+      checkLifetime(caller, key.expires_at)
       // A key can mint keys for its own user: a quota bounds how many (a soft one: two creates
       // racing at the limit may both pass). Admins are not limited.
       const quota = settings.maxKeysPerUser
@@ -318,9 +333,13 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
       const secret = generateSecret(keyPrefix)
       let created
       try {
-        created = await store.create(key, digestSecret(secret), deadline(request), idempotency && {
-          entryId: idempotency.entryId,
-          entry: sealIdempotencyEntry(idempotency.key, idempotency.entryId, { namespace, name: key.metadata.name, fingerprint: idempotency.fingerprint, secret })
+        created = await store.create(key, digestSecret(secret), deadline(request), {
+          idempotency: idempotency && {
+            entryId: idempotency.entryId,
+            entry: sealIdempotencyEntry(idempotency.key, idempotency.entryId, { namespace, name: key.metadata.name, fingerprint: idempotency.fingerprint, secret })
+          },
+          // A key minting a key: only while it is itself not revoked (revoke-all wins the race).
+          minter: credentialOf(request)
         })
       } catch (err) {
         // A request with the same Idempotency-Key won the race: answer its key.
@@ -371,6 +390,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         if (!await allowed(request, 'patch', namespace, after)) {
           throw new ForbiddenError(`${callerOf(request).username} may not make this change`)
         }
+        if (after.expires_at !== current.key.expires_at) checkLifetime(callerOf(request), after.expires_at)
         return after
       }, deadline(request))
       audit(request, 'patch', { namespace, name: apikey, username: updated.key.username, fields: Object.keys(request.body as object) })
@@ -418,7 +438,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
   }, async (request) => {
     const { username } = request.query
     if (!callerOf(request).admin) throw new ForbiddenError('only an admin may revoke every key of a user')
-    const deleted = await store.deleteAllOf(username, { ...deadline(request), batchTimeout: requestTimeout })
+    const deleted = await store.revokeAllOf(username, { ...deadline(request), batchTimeout: requestTimeout })
     audit(request, 'revoke-all', { username, deleted })
     return { username, deleted }
   })

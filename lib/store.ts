@@ -13,14 +13,16 @@ import { decodeContinueToken, encodeContinueToken } from './continue-token.js'
 import { settleBy } from './deadline.js'
 import { IDEMPOTENCY_TTL_SECONDS } from './idempotency.js'
 import {
-  EtcdUnavailableError, FutureRevisionError, IdempotencyEntryExistsError, KeyExistsError, KeyNotFoundError, RevisionCompactedError,
-  VersionMismatchError
+  CredentialRevokedError, EtcdUnavailableError, FutureRevisionError, IdempotencyEntryExistsError, KeyExistsError, KeyNotFoundError,
+  RevisionCompactedError, RevokedUsernameError, VersionMismatchError
 } from './errors.js'
 import type { ApiKey } from './schemas.js'
 
 /** A key as etcd holds it: the resource and the SHA-256 digest of its secret. */
 interface StoredRecord extends ApiKey {
   key_sha256: string
+  /** The id of the Idempotency-Key entry that made the key: it is deleted with the key. */
+  idempotency_entry?: string
 }
 
 /** A key read from etcd, with the revision that last changed it. */
@@ -28,6 +30,20 @@ export interface StoredKey {
   key: ApiKey
   /** etcd's mod_revision of the record: the key's version, and its ETag. */
   revision: number
+  /**
+   * etcd's create_revision of the record. A revocation fence of the key's username written at a
+   * later revision revokes it (see revokeAllOf).
+   */
+  createRevision: number
+}
+
+/** A record as read, with what etcd says of it and the revision it was read at. */
+interface ReadRecord {
+  value: StoredRecord
+  revision: number
+  createRevision: number
+  lease: string
+  readAt: number
 }
 
 /** When one request's etcd work must be done, as `Date.now()` milliseconds. */
@@ -69,7 +85,7 @@ export function readBatchFor (keyBytes: number, receiveBytes = DEFAULT_RECEIVE_B
   return Math.max(1, Math.min(MAX_READ_BATCH, Math.floor(receiveBytes * 3 / 4 / keyBytes)))
 }
 
-/** Keys deleted at once by deleteAllOf. */
+/** Keys deleted at once by revokeAllOf. */
 const REVOKE_CONCURRENCY = 8
 /** Applying a patch retries on a conflicting write this many times at most, deadline allowing. */
 const MAX_UPDATE_ATTEMPTS = 100
@@ -249,16 +265,53 @@ export class ApiKeyStore {
     await this.rangeEtcd({ key: this.keys.records, limit: 1 }, deadline)
   }
 
+  /** The key, or null when there is none or it was revoked. */
   async get (namespace: string, name: string, deadline: Deadline): Promise<StoredKey | null> {
-    const record = await this.getRecord(this.keys.record(namespace, name), deadline)
-    return record && { key: toApiKey(record.value), revision: record.revision }
+    const record = await this.getLiveRecord(this.keys.record(namespace, name), deadline)
+    return record && storedKey(record)
   }
 
-  /** The record at `etcdKey`, now or at `revision`. */
-  private async getRecord (etcdKey: string, deadline: Deadline, revision?: number): Promise<{ value: StoredRecord, revision: number, lease: string } | null> {
+  /** The record at `etcdKey`, now or at `revision`, revoked or not. */
+  private async getRecord (etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null> {
     const res = await this.range({ key: etcdKey, revision }, deadline)
     const kv = res.kvs[0]
-    return kv ? { value: parseRecord(kv), revision: Number(kv.mod_revision), lease: String(kv.lease) } : null
+    return kv
+      ? { value: parseRecord(kv), revision: Number(kv.mod_revision), createRevision: Number(kv.create_revision), lease: String(kv.lease), readAt: Number(res.header.revision) }
+      : null
+  }
+
+  /** The record at `etcdKey`, or null when there is none or a revocation fence revokes it. */
+  private async getLiveRecord (etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null> {
+    const record = await this.getRecord(etcdKey, deadline, revision)
+    if (record === null) return null
+    const fence = await this.fenceRevision(record.value.username, deadline, record.readAt)
+    return record.createRevision < fence ? null : record
+  }
+
+  /**
+   * The revision of `username`'s revocation fence (0 when it has none), now or at `revision`:
+   * every key of that username created before it is revoked.
+   */
+  private async fenceRevision (username: string, deadline: Deadline, revision?: number): Promise<number> {
+    const res = await this.range({ key: this.keys.fence(username), revision }, deadline)
+    const kv = res.kvs[0]
+    return kv === undefined ? 0 : Number(kv.mod_revision)
+  }
+
+  /**
+   * For one walk read at `revision`: is a record revoked? One fence read per username met, within
+   * the deadline `deadline()` gives when that username is first met.
+   */
+  private revocationsAt (revision: number, deadline: () => Deadline): (kv: IKeyValue, record: StoredRecord) => Promise<boolean> {
+    const fences = new Map<string, Promise<number>>()
+    return async (kv, record) => {
+      let fence = fences.get(record.username)
+      if (fence === undefined) {
+        fence = this.fenceRevision(record.username, deadline(), revision)
+        fences.set(record.username, fence)
+      }
+      return Number(kv.create_revision) < await fence
+    }
   }
 
   /**
@@ -275,16 +328,28 @@ export class ApiKeyStore {
    * retried create whose first attempt etcd applied finds its own record (same digest): success.
    * With `idempotency`, the same transaction writes that entry too, guarded by "it does not
    * exist": if another request with the same Idempotency-Key wrote it first, nothing is written
-   * and IdempotencyEntryExistsError carries the entry.
+   * and IdempotencyEntryExistsError carries the entry. With `minter`, the API key the request
+   * authenticated with, the transaction is also guarded by "that key still exists and no
+   * revocation fence of its username came after it": a leaked key cannot mint past a revoke-all
+   * (CredentialRevokedError).
    */
-  async create (key: ApiKey, digest: string, deadline: Deadline, idempotency?: { entryId: string, entry: string }): Promise<StoredKey> {
+  async create (key: ApiKey, digest: string, deadline: Deadline, options: {
+    idempotency?: { entryId: string, entry: string }
+    minter?: StoredKey
+  } = {}): Promise<StoredKey> {
+    const { idempotency, minter } = options
     const recordKey = this.keys.record(key.metadata.namespace, key.metadata.name)
     const digestKey = this.keys.digest(digest)
-    const record: StoredRecord = { ...key, key_sha256: digest }
+    const record: StoredRecord = { ...key, key_sha256: digest, ...(idempotency !== undefined && { idempotency_entry: idempotency.entryId }) }
     const lease = await this.leaseUntil(key.expires_at, deadline)
     const entryKey = idempotency && this.keys.idempotency(idempotency.entryId)
+    const minterKey = minter && this.keys.record(minter.key.metadata.namespace, minter.key.metadata.name)
+    const minterFence = minter && this.keys.fence(minter.key.username)
     for (let attempt = 1; ; attempt++) {
-      const entryLease = idempotency && await this.leaseForIdempotency(deadline)
+      // The entry lives and dies with a key that expires before it would.
+      const entryLease = idempotency && (lease !== undefined && outlivedByIdempotency(key.expires_at)
+        ? lease
+        : await this.leaseForIdempotency(deadline))
       let res
       try {
         res = await this.withDeadline(deadline, options => {
@@ -295,36 +360,42 @@ export class ApiKeyStore {
             withLease(this.client.put(recordKey).value(JSON.stringify(record)), lease),
             withLease(this.client.put(digestKey).value(EtcdKeys.digestTarget(key.metadata.namespace, key.metadata.name)), lease)
           ]
+          const reads = [this.client.get(recordKey)]
           if (entryKey !== undefined && idempotency !== undefined) {
             txn.and(entryKey, 'Create', '==', 0)
             puts.push(withLease(this.client.put(entryKey).value(idempotency.entry), entryLease))
+            reads.push(this.client.get(entryKey))
           }
-          return txn
-            .then(...puts)
-            .else(this.client.get(recordKey), ...entryKey === undefined ? [] : [this.client.get(entryKey)])
-            .options(options)
-            .commit()
+          if (minterKey !== undefined && minterFence !== undefined && minter !== undefined) {
+            txn.and(minterKey, 'Create', '==', minter.createRevision).and(minterFence, 'Mod', '<', minter.createRevision)
+          }
+          return txn.then(...puts).else(...reads).options(options).commit()
         })
       } catch (err) {
         // The shared lease was revoked or lost (etcd restored from a backup): grant another, once.
-        if (err instanceof EtcdLeaseInvalidError && entryLease !== undefined && attempt === 1) {
+        if (err instanceof EtcdLeaseInvalidError && entryLease !== undefined && entryLease !== lease && attempt === 1) {
           this.idempotencyLease = undefined
           continue
         }
         // Not the key's lease: etcd may have applied the write whose answer failed.
         throw err
       }
-      if (res.succeeded) return { key, revision: Number(res.header.revision) }
+      if (res.succeeded) {
+        const revision = Number(res.header.revision)
+        return { key, revision, createRevision: revision }
+      }
       // Our own write, applied by an attempt whose answer was lost (entry included): success. Its
       // lease now holds the key, so it must not be revoked as a lease nothing uses.
       const existing = res.responses[0]?.response_range?.kvs[0]
       if (existing && parseRecord(existing).key_sha256 === digest) {
-        return { key, revision: Number(existing.mod_revision) }
+        return { key, revision: Number(existing.mod_revision), createRevision: Number(existing.create_revision) }
       }
       this.revokeLease(lease)
-      const entry = res.responses[1]?.response_range?.kvs[0]
+      const entry = entryKey === undefined ? undefined : res.responses[1]?.response_range?.kvs[0]
       if (entry) throw new IdempotencyEntryExistsError(entry.value.toString('utf8'))
-      throw new KeyExistsError(`apikey ${key.metadata.name} already exists`)
+      if (existing) throw new KeyExistsError(`apikey ${key.metadata.name} already exists`)
+      // Neither the record nor the entry was in the way, and a digest is never shared: the minter's guard failed.
+      throw new CredentialRevokedError('the apikey that made this request was revoked')
     }
   }
 
@@ -348,48 +419,54 @@ export class ApiKeyStore {
 
   /**
    * Applies `change` to the stored key with compare-and-swap on its revision, and retries on a
-   * conflicting write, as the Kubernetes API server does: concurrent updates all apply. With
-   * `ifMatch`, the update applies only to that revision. `change` may throw to refuse the update.
+   * conflicting write, as the Kubernetes API server does: concurrent updates all apply. `change`
+   * may throw to refuse the update. A revoked key is not found, and a revocation fence written
+   * between the read and the write fails the write (the retry then finds the key revoked).
    */
   async update (
     namespace: string, name: string,
     change: (current: StoredKey) => ApiKey | Promise<ApiKey>,
-    options: Deadline & { ifMatch?: (revision: number) => boolean }
+    deadline: Deadline
   ): Promise<StoredKey> {
     const recordKey = this.keys.record(namespace, name)
     let written: string | undefined
     for (let attempt = 1; ; attempt++) {
-      const current = await this.getRecord(recordKey, options)
+      const current = await this.getLiveRecord(recordKey, deadline)
       if (!current) throw new KeyNotFoundError(`apikey ${name} not found`)
       // A retried write that etcd applied before its answer was lost: what we wrote is there.
-      if (written !== undefined && JSON.stringify(current.value) === written) {
-        return { key: toApiKey(current.value), revision: current.revision }
-      }
-      if (options.ifMatch && !options.ifMatch(current.revision)) throw new VersionMismatchError()
+      if (written !== undefined && JSON.stringify(current.value) === written) return storedKey(current)
       const before = toApiKey(current.value)
-      const after = await change({ key: before, revision: current.revision })
-      if (isDeepStrictEqual(after, before)) return { key: before, revision: current.revision }
-      written = JSON.stringify({ ...after, key_sha256: current.value.key_sha256 })
-      const value = written
-      // A put without a lease detaches the key from its lease: an unchanged expiry keeps the
-      // lease; a changed one moves the record and its digest entry to a new lease (or to none).
+      const after = await change(storedKey(current))
+      if (isDeepStrictEqual(after, before)) return storedKey(current)
+      // A key older than its new username's revocation would be revoked the moment it got it.
+      if (after.username !== before.username && current.createRevision < await this.fenceRevision(after.username, deadline)) {
+        throw new RevokedUsernameError(after.username)
+      }
+      // An unchanged expiry keeps the lease; a changed one moves the record and its digest entry to
+      // a new lease (or to none), and ends the key's Idempotency-Key entry, which cannot follow.
       const keepLease = after.expires_at === before.expires_at
-      const lease = keepLease ? undefined : await this.leaseUntil(after.expires_at, options)
-      const digestKey = this.keys.digest(current.value.key_sha256)
-      const res = await this.withDeadline(options, callOptions => this.client
+      const { key_sha256: digest, idempotency_entry: entryId } = current.value
+      written = JSON.stringify({ ...after, key_sha256: digest, ...(keepLease && entryId !== undefined && { idempotency_entry: entryId }) })
+      const value = written
+      const lease = keepLease ? undefined : await this.leaseUntil(after.expires_at, deadline)
+      const digestKey = this.keys.digest(digest)
+      const res = await this.withDeadline(deadline, callOptions => this.client
         .if(recordKey, 'Mod', '==', current.revision)
+        .and(this.keys.fence(before.username), 'Mod', '<', current.createRevision)
+        .and(this.keys.fence(after.username), 'Mod', '<', current.createRevision)
         .then(...keepLease
           ? [this.client.put(recordKey).value(value).ignoreLease()]
           : [
               withLease(this.client.put(recordKey).value(value), lease),
-              withLease(this.client.put(digestKey).value(EtcdKeys.digestTarget(namespace, name)), lease)
+              withLease(this.client.put(digestKey).value(EtcdKeys.digestTarget(namespace, name)), lease),
+              ...entryId === undefined ? [] : [this.client.delete().key(this.keys.idempotency(entryId))]
             ])
         .options(callOptions)
         .commit())
       if (res.succeeded) {
         // The record and its digest entry moved off their old lease: nothing holds it any more.
         if (!keepLease) this.revokeLease(current.lease)
-        return { key: after, revision: Number(res.header.revision) }
+        return { key: after, revision: Number(res.header.revision), createRevision: current.createRevision }
       }
       this.revokeLease(lease)
       if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
@@ -397,30 +474,42 @@ export class ApiKeyStore {
   }
 
   /**
-   * Deletes a key and its digest index entry in one transaction guarded by the revision read.
-   * `check` may throw to refuse the delete. A key that vanished after a conflicting attempt was
-   * deleted (by this call's own retried write, or by a concurrent delete): the goal holds.
+   * Deletes a key with its digest index entry and its Idempotency-Key entry in one transaction
+   * guarded by the revision read. `check` may throw to refuse the delete. A key that vanished
+   * after a conflicting attempt was deleted (by this call's own retried write, or by a concurrent
+   * delete): the goal holds. A revoked key is not found.
    */
   async delete (namespace: string, name: string, check: (current: StoredKey) => void | Promise<void>, deadline: Deadline): Promise<void> {
     const recordKey = this.keys.record(namespace, name)
     for (let attempt = 1; ; attempt++) {
-      const current = await this.getRecord(recordKey, deadline)
+      const current = await this.getLiveRecord(recordKey, deadline)
       if (!current) {
         if (attempt === 1) throw new KeyNotFoundError(`apikey ${name} not found`)
         return
       }
-      await check({ key: toApiKey(current.value), revision: current.revision })
-      const res = await this.withDeadline(deadline, options => this.client
-        .if(recordKey, 'Mod', '==', current.revision)
-        .then(this.client.delete().key(recordKey), this.client.delete().key(this.keys.digest(current.value.key_sha256)))
-        .options(options)
-        .commit())
-      if (res.succeeded) {
-        this.revokeLease(current.lease)
-        return
-      }
+      await check(storedKey(current))
+      if (await this.deleteRecord(recordKey, current, deadline)) return
       if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
     }
+  }
+
+  /**
+   * Deletes the record as read, with its digest entry and Idempotency-Key entry, unless it changed
+   * since; true when it did. Its lease, if any, holds nothing any more and is revoked.
+   */
+  private async deleteRecord (recordKey: string, current: ReadRecord, deadline: Deadline): Promise<boolean> {
+    const { key_sha256: digest, idempotency_entry: entryId } = current.value
+    const res = await this.withDeadline(deadline, options => this.client
+      .if(recordKey, 'Mod', '==', current.revision)
+      .then(
+        this.client.delete().key(recordKey),
+        this.client.delete().key(this.keys.digest(digest)),
+        ...entryId === undefined ? [] : [this.client.delete().key(this.keys.idempotency(entryId))]
+      )
+      .options(options)
+      .commit())
+    if (res.succeeded) this.revokeLease(current.lease)
+    return res.succeeded
   }
 
   /**
@@ -435,16 +524,16 @@ export class ApiKeyStore {
     return String(res.ID)
   }
 
-  /** The key whose secret has this digest, or null. */
-  async findByDigest (digest: string, deadline: Deadline): Promise<ApiKey | null> {
+  /** The key whose secret has this digest, or null (none, or revoked). */
+  async findByDigest (digest: string, deadline: Deadline): Promise<StoredKey | null> {
     const res = await this.range({ key: this.keys.digest(digest) }, deadline)
     const target = res.kvs[0]?.value.toString('utf8')
     if (!target) return null
     const slash = target.indexOf('/')
-    // At the index entry's revision: the two reads see one snapshot (and one check of the cache).
-    const record = await this.getRecord(this.keys.record(target.slice(0, slash), target.slice(slash + 1)), deadline, Number(res.header.revision))
+    // At the index entry's revision: the reads see one snapshot (and one check of the cache).
+    const record = await this.getLiveRecord(this.keys.record(target.slice(0, slash), target.slice(slash + 1)), deadline, Number(res.header.revision))
     // The record must point back at the digest: an index entry never authenticates on its own.
-    return record && record.value.key_sha256 === digest ? toApiKey(record.value) : null
+    return record && record.value.key_sha256 === digest ? storedKey(record) : null
   }
 
   /**
@@ -462,17 +551,20 @@ export class ApiKeyStore {
     let lastKey = ''
     let lastShown = false
     let more = false
+    let revoked: ((kv: IKeyValue, record: StoredRecord) => Promise<boolean>) | undefined
     while (items.length < limit) {
       const want = limit - items.length
       const batch = Math.min(filter ? Math.min(Math.max(want, 100), 1000, MAX_KEYS_SCANNED_PER_PAGE - scanned) : want, this.readBatch)
       const res = await this.range({ key: start, end, limit: batch, revision, fromToken }, options)
       revision ??= Number(res.header.revision)
+      revoked ??= this.revocationsAt(revision, () => options)
       more = res.more
       for (const [i, kv] of res.kvs.entries()) {
         scanned++
         lastKey = kv.key.toString('utf8')
-        const key = toApiKey(parseRecord(kv))
-        lastShown = !filter || await filter(key)
+        const record = parseRecord(kv)
+        const key = toApiKey(record)
+        lastShown = !await revoked(kv, record) && (!filter || await filter(key))
         if (lastShown) items.push(key)
         if (items.length === limit) {
           more ||= i < res.kvs.length - 1
@@ -511,10 +603,15 @@ export class ApiKeyStore {
       revision, pin: true, first: options, later: () => ({ deadline: Date.now() + batchTimeout })
     })
     const first = await batches.next()
+    if (first.done === true) return (async function * () {})()
+    // Every batch is read at the first one's revision: so are the fences.
+    const revoked = this.revocationsAt(Number(first.value.header.revision), () => ({ deadline: Date.now() + batchTimeout }))
     return (async function * () {
-      for (let batch = first; batch.done !== true; batch = await batches.next()) {
-        for (const kv of batch.value) {
-          const key = toApiKey(parseRecord(kv))
+      for (let batch: IteratorResult<IRangeResponse> = first; batch.done !== true; batch = await batches.next()) {
+        for (const kv of batch.value.kvs) {
+          const record = parseRecord(kv)
+          if (await revoked(kv, record)) continue
+          const key = toApiKey(record)
           if (!filter || await filter(key)) yield key
         }
       }
@@ -523,48 +620,57 @@ export class ApiKeyStore {
 
   /**
    * How many keys `username` holds, in all namespaces, counted up to `stopAt` (reading stops
-   * there). All within the request's deadline.
+   * there); revoked keys do not count. All within the request's deadline.
    */
   async countKeysOf (username: string, stopAt: number, deadline: Deadline): Promise<number> {
+    // Fences only move forward: one read before the scan revokes at least what it says.
+    const fence = await this.fenceRevision(username, deadline)
     let count = 0
     for await (const batch of this.batches(this.keys.records, rangeEnd(this.keys.records), { first: deadline, later: () => deadline })) {
-      for (const kv of batch) {
-        if (parseRecord(kv).username === username && ++count >= stopAt) return count
+      for (const kv of batch.kvs) {
+        if (Number(kv.create_revision) >= fence && parseRecord(kv).username === username && ++count >= stopAt) return count
       }
     }
     return count
   }
 
   /**
-   * Deletes every key of `username`, in all namespaces, each with its digest entry and guarded
-   * like a single delete: a key that changed user meanwhile is left. Reads the records in bounded
-   * batches; the first within the request's deadline, each later one with `batchTimeout` ms.
-   * Resolves with how many keys it deleted.
+   * Revokes every key of `username`, in all namespaces, at once and for good: first a revocation
+   * fence, one etcd key whose revision revokes every key of that username created before it (at
+   * verify, on every server, and in reads and counts), and which a create made with a key so
+   * revoked can never pass (see create's `minter`): so a leaked key minting more loses. Then the
+   * revoked records are deleted, each with its digest entry and Idempotency-Key entry; every
+   * one of them is already there for the scan to find, since nothing can be created before the
+   * fence any more. Reads the records in bounded batches, the first within the request's
+   * deadline, each later one (and each delete) with `batchTimeout` ms. Resolves with how many
+   * keys it deleted.
    */
-  async deleteAllOf (username: string, options: Deadline & { batchTimeout: number }): Promise<number> {
+  async revokeAllOf (username: string, options: Deadline & { batchTimeout: number }): Promise<number> {
+    const fenceKey = this.keys.fence(username)
+    const value = JSON.stringify({ username, revoked_at: Math.floor(Date.now() / 1000) })
+    const written = await this.withDeadline(options, callOptions => this.client.put(fenceKey).value(value).options(callOptions).exec())
+    const fence = Number(written.header.revision)
     let deleted = 0
     const batches = this.batches(this.keys.records, rangeEnd(this.keys.records), {
       first: options, later: () => ({ deadline: Date.now() + options.batchTimeout })
     })
     for await (const batch of batches) {
-      const theirs = batch.filter(kv => parseRecord(kv).username === username)
-      for (let i = 0; i < theirs.length; i += REVOKE_CONCURRENCY) {
-        const done = await Promise.all(theirs.slice(i, i + REVOKE_CONCURRENCY).map(async kv => {
-          const [namespace, name] = this.keys.relativeToRecords(kv.key.toString('utf8')).split('/')
-          try {
-            await this.delete(namespace, name, current => {
-              if (current.key.username !== username) throw new KeyNotFoundError('no longer this user\'s')
-            }, { deadline: Date.now() + options.batchTimeout })
-            return 1
-          } catch (err) {
-            if (err instanceof KeyNotFoundError) return 0
-            throw err
-          }
-        }))
-        deleted += done.reduce<number>((sum, n) => sum + n, 0)
-      }
+      const theirs = batch.kvs.filter(kv => Number(kv.create_revision) < fence && parseRecord(kv).username === username)
+      const done = await inParallel(theirs, REVOKE_CONCURRENCY, kv => this.removeRevoked(kv, { deadline: Date.now() + options.batchTimeout }))
+      deleted += done.filter(Boolean).length
     }
     return deleted
+  }
+
+  /** Deletes a revoked record found by a scan, whatever was changed in it since; true when this call deleted it. */
+  private async removeRevoked (kv: IKeyValue, deadline: Deadline): Promise<boolean> {
+    const recordKey = kv.key.toString('utf8')
+    for (let attempt = 1; attempt <= MAX_UPDATE_ATTEMPTS; attempt++) {
+      const current = await this.getRecord(recordKey, deadline)
+      if (current === null || current.createRevision !== Number(kv.create_revision)) return false
+      if (await this.deleteRecord(recordKey, current, deadline)) return true
+    }
+    throw new EtcdUnavailableError('too many conflicting writes')
   }
 
   /**
@@ -572,14 +678,14 @@ export class ApiKeyStore {
    * is read within `first`'s deadline, each later one within `later()`'s. With `pin`, every batch
    * reads at `revision`, or at the revision of the first batch: one snapshot for a walk.
    */
-  private async * batches (start: string, end: Buffer, options: { revision?: number, pin?: boolean, first: Deadline, later: () => Deadline }): AsyncGenerator<IKeyValue[]> {
+  private async * batches (start: string, end: Buffer, options: { revision?: number, pin?: boolean, first: Deadline, later: () => Deadline }): AsyncGenerator<IRangeResponse> {
     let { revision } = options
     const fromToken = revision !== undefined
     let budget = options.first
     for (;;) {
       const res = await this.range({ key: start, end, limit: this.readBatch, revision, fromToken }, budget)
       if (options.pin === true) revision ??= Number(res.header.revision)
-      yield res.kvs
+      yield res
       if (!res.more || res.kvs.length === 0) return
       start = res.kvs[res.kvs.length - 1].key.toString('utf8') + '\0'
       budget = options.later()
@@ -591,6 +697,11 @@ export class ApiKeyStore {
     const token = decodeContinueToken(continueToken, namespace)
     return { start: this.keys.records + token.start, revision: token.rev }
   }
+}
+
+/** Does a key expiring at `expiresAt` (Unix seconds) end before an Idempotency-Key entry made now would? */
+function outlivedByIdempotency (expiresAt: number | undefined): boolean {
+  return expiresAt !== undefined && expiresAt < Date.now() / 1000 + IDEMPOTENCY_TTL_SECONDS
 }
 
 /** A put on `lease`, or on none. */
@@ -609,8 +720,21 @@ function parseRecord (kv: IKeyValue): StoredRecord {
   return JSON.parse(kv.value.toString('utf8')) as StoredRecord
 }
 
-/** The public resource: the stored record without its digest. */
+/** The public resource: the stored record without what only the store reads. */
 function toApiKey (record: StoredRecord): ApiKey {
-  const { key_sha256: _digest, ...key } = record
+  const { key_sha256: _digest, idempotency_entry: _entry, ...key } = record
   return key
+}
+
+function storedKey (record: ReadRecord): StoredKey {
+  return { key: toApiKey(record.value), revision: record.revision, createRevision: record.createRevision }
+}
+
+/** `work` on every item, at most `concurrency` at a time, answers in the items' order. */
+async function inParallel<T, R> (items: T[], concurrency: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = []
+  for (let i = 0; i < items.length; i += concurrency) {
+    results.push(...await Promise.all(items.slice(i, i + concurrency).map(work)))
+  }
+  return results
 }

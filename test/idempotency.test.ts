@@ -184,18 +184,31 @@ t.test('a replay is answered before the quota is counted', async t => {
   checkError(t, await create(api, newIdempotencyKey(api), {}, { auth: keyAuth(bob.secret) }), 403, 4, 'a new Idempotency-Key is a new key: over the quota')
 })
 
-t.test('a replay of a key deleted since is a 409', async t => {
+t.test('a replay of a key revoked since is a 409, and makes nothing', async t => {
   const api = await buildApp(t, etcd)
   const idempotencyKey = newIdempotencyKey(api)
-  const first = await create(api, idempotencyKey, {})
+  const first = await create(api, idempotencyKey, { username: 'zoe' })
   t.equal(first.statusCode, 201)
-  const { name } = first.json().metadata
-  t.equal((await api.call({ method: 'DELETE', path: `/namespaces/default/apikey/${name}` })).statusCode, 204)
+  // A revoke-all cut short after its fence: the key is revoked, its record and entry still in etcd.
+  await api.etcd.put(`${api.root}/apikey-fences/zoe`).value(JSON.stringify({ username: 'zoe', revoked_at: Math.floor(Date.now() / 1000) }))
   const before = await api.snapshot()
-  const retry = await create(api, idempotencyKey, {})
+  const retry = await create(api, idempotencyKey, { username: 'zoe' })
   checkError(t, retry, 409, 3, 'the key is gone')
   t.match(retry.json().message, /deleted since/)
   t.same(await api.snapshot(), before, 'and no new key is made')
+})
+
+t.test('a key deleted takes its entry: the same Idempotency-Key then makes a new key', async t => {
+  const api = await buildApp(t, etcd)
+  const idempotencyKey = newIdempotencyKey(api)
+  const first = await create(api, idempotencyKey, {})
+  const { name } = first.json().metadata
+  t.equal((await api.call({ method: 'DELETE', path: `/namespaces/default/apikey/${name}` })).statusCode, 204)
+  t.same(Object.keys(await api.snapshot()), [], 'etcd holds nothing of it, entry included')
+  const again = await create(api, idempotencyKey, {})
+  t.equal(again.statusCode, 201, 'a new create')
+  t.not(again.json().metadata.name, name, 'of a new key')
+  t.not(again.json().key, first.json().key, 'with a new secret')
 })
 
 t.test('a malformed Idempotency-Key is a 400 that changes nothing', async t => {
