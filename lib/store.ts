@@ -14,7 +14,7 @@ import { settleBy } from './deadline.js'
 import { IDEMPOTENCY_TTL_SECONDS } from './idempotency.js'
 import {
   CredentialRevokedError, EtcdUnavailableError, FutureRevisionError, IdempotencyEntryExistsError, KeyExistsError, KeyNotFoundError,
-  RevisionCompactedError, RevokedUsernameError, VersionMismatchError
+  RevisionCompactedError, RevokedUsernameError
 } from './errors.js'
 import type { ApiKey } from './schemas.js'
 
