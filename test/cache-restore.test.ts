@@ -1,0 +1,84 @@
+// etcd restored from a snapshot under a running server: its read cache holds a later history than
+// etcd now has. The server must not trust it: a key deleted after the restore is refused at once,
+// and the cache reloads (README, "Restoring etcd from a snapshot").
+import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { missingForRestore, restorableEtcd } from './helpers/etcd.js'
+import { buildApp, keyAuth, uniqueRoot, type TestApp } from './helpers/app.js'
+
+/** Resolves once the app's cache follows etcd and has caught up with etcd's current revision. */
+async function cacheLive (api: TestApp) {
+  const current = Number((await api.etcd.kv.range({ key: Buffer.from('\0') })).header.revision)
+  for (let i = 0; i < 800; i++) {
+    const status = api.app.apiKeys.cacheStatus()
+    if (status?.live === true && status.revision >= current) return
+    await sleep(25)
+  }
+  throw new Error(`the cache did not catch up with revision ${current} within 20 s: ${JSON.stringify(api.app.apiKeys.cacheStatus())}`)
+}
+
+const reads = (api: TestApp) => api.app.apiKeys.cacheStatus()?.reads ?? { cache: 0, etcd: 0 }
+const wentBack = (api: TestApp) => api.logs().filter(line => /^etcd went back from revision \d+ to \d+ \(restored from a snapshot\?\); reloading the cache$/.test(line.msg))
+
+const missing = missingForRestore()
+const skip = missing.length > 0 && `needs ${missing.join(' and ')} on PATH (a container would come back on other ports)`
+
+t.test('a key deleted after a restore is refused at once by a server whose cache holds the later history', { skip }, async t => {
+  const etcd = await restorableEtcd()
+  t.teardown(() => etcd.close())
+  const root = uniqueRoot()
+  const first = await buildApp(t, etcd, { root, requestTimeout: 1500 })
+  const path = (name: string) => `/namespaces/default/apikey/${name}`
+  const verify = (api: TestApp, key: { name: string, secret: string }) => api.call({ path: path(key.name), auth: keyAuth(key.secret) })
+
+  const a = await first.createKey('default', { metadata: { labels: { round: 'snapshot' } } })
+  const b = await first.createKey('default')
+  const snapshot = await etcd.saveSnapshot()
+
+  // After the snapshot: a key created, A patched, so that the cache's revision moves well past the snapshot's.
+  const c = await first.createKey('default')
+  for (let i = 0; i < 5; i++) {
+    const res = await first.call({ method: 'PATCH', path: path(a.name), body: { metadata: { labels: { round: String(i) } } }, headers: { 'content-type': 'application/merge-patch+json' } })
+    t.equal(res.statusCode, 200, `patch ${i} of A`)
+  }
+  await cacheLive(first)
+  const held = first.app.apiKeys.cacheStatus()?.revision ?? 0
+  const before = reads(first)
+  t.equal((await verify(first, b)).statusCode, 200, 'B\'s secret is accepted before the restore')
+  t.ok(reads(first).cache > before.cache, 'from the cache')
+
+  await etcd.restore(snapshot)
+  const restoredRevision = Number((await first.etcd.kv.range({ key: Buffer.from('\0') })).header.revision)
+  t.ok(restoredRevision < held, `etcd went back: revision ${restoredRevision} after the restore, the cache held ${held}`)
+
+  // B deleted through a fresh server, then asked of the first one at once.
+  const second = await buildApp(t, etcd, { root, requestTimeout: 1500 })
+  t.equal((await second.call({ method: 'DELETE', path: path(b.name) })).statusCode, 204, 'B deleted through a fresh server')
+  // The first server's etcd client waits out its circuit breaker (5 s) after etcd's stop: 503 meanwhile.
+  let answer = await verify(first, b)
+  let unavailable = 0
+  for (; answer.statusCode === 503 && unavailable < 200; unavailable++) {
+    await sleep(100)
+    answer = await verify(first, b)
+  }
+  t.equal(answer.statusCode, 401, `the first answer of the first server (after ${unavailable} × 503) refuses B's secret`)
+  t.equal((await first.call({ path: path(b.name) })).statusCode, 404, 'B is not found')
+  t.equal((await first.call({ path: path(c.name) })).statusCode, 404, 'C, created after the snapshot, is gone')
+  const readA = await first.call({ path: path(a.name) })
+  t.equal(readA.statusCode, 200)
+  t.strictSame(readA.json(), a.resource, 'A reads as the snapshot had it, before its patches')
+
+  // The cache reloaded from the restored etcd, and serves again.
+  await cacheLive(first)
+  const after = reads(first)
+  t.equal((await verify(first, b)).statusCode, 401, 'B is still refused once the cache is live again')
+  t.equal((await verify(first, a)).statusCode, 200, 'A\'s secret is accepted')
+  t.strictSame((await first.call({ path: path(a.name) })).json(), a.resource, 'A as the snapshot had it')
+  t.equal((await first.call({ path: path(c.name) })).statusCode, 404, 'C is still gone')
+  t.ok(reads(first).cache - after.cache >= 4, 'those reads came from the reloaded cache', { after, now: reads(first) })
+  const status = first.app.apiKeys.cacheStatus()
+  t.equal(status?.reloads, 1, 'cacheStatus() counts one reload', { status })
+  t.ok(first.logs().length > 10, `the first server's logs were captured (${first.logs().length} lines)`)
+  t.equal(wentBack(first).length, 1, 'one warning says etcd went back and the cache reloads', { warnings: wentBack(first) })
+  t.match(wentBack(first)[0], { level: 40, from: held, to: Number })
+})
