@@ -3,7 +3,7 @@
 // and the cache reloads (README, "Restoring etcd from a snapshot").
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { missingForRestore, restorableEtcd } from './helpers/etcd.js'
+import { grpcProxy, missingForRestore, restorableEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, uniqueRoot, type TestApp } from './helpers/app.js'
 
 /** Resolves once the app's cache follows etcd and has caught up with etcd's current revision. */
@@ -18,7 +18,23 @@ async function cacheLive (api: TestApp) {
 }
 
 const reads = (api: TestApp) => api.app.apiKeys.cacheStatus()?.reads ?? { cache: 0, etcd: 0 }
-const wentBack = (api: TestApp) => api.logs().filter(line => /^etcd went back from revision \d+ to \d+ \(restored from a snapshot\?\); reloading the cache$/.test(line.msg))
+const warned = (api: TestApp, message: RegExp) => api.logs().filter(line => message.test(line.msg))
+const wentBack = (api: TestApp) => warned(api, /^etcd went back from revision \d+ to \d+ \(restored from a snapshot\?\); reloading the cache$/)
+const newCluster = (api: TestApp) => warned(api, /^etcd's cluster id changed from \w+ to \w+ \(another cluster, or restored from a snapshot\?\); reloading the cache$/)
+const path = (name: string) => `/namespaces/default/apikey/${name}`
+const verify = (api: TestApp, key: { name: string, secret: string }) => api.call({ path: path(key.name), auth: keyAuth(key.secret) })
+const revisionOf = async (api: TestApp) => Number((await api.etcd.kv.range({ key: Buffer.from('\0') })).header.revision)
+
+/** The first answer other than 503 (the app's etcd client waits out its circuit breaker, 5 s, after etcd's stop). */
+async function firstAnswer (ask: () => Promise<{ statusCode: number }>) {
+  let answer = await ask()
+  let unavailable = 0
+  for (; answer.statusCode === 503 && unavailable < 200; unavailable++) {
+    await sleep(100)
+    answer = await ask()
+  }
+  return { answer, unavailable }
+}
 
 const missing = missingForRestore()
 const skip = missing.length > 0 && `needs ${missing.join(' and ')} on PATH (a container would come back on other ports)`
@@ -28,8 +44,6 @@ t.test('a key deleted after a restore is refused at once by a server whose cache
   t.teardown(() => etcd.close())
   const root = uniqueRoot()
   const first = await buildApp(t, etcd, { root, requestTimeout: 1500 })
-  const path = (name: string) => `/namespaces/default/apikey/${name}`
-  const verify = (api: TestApp, key: { name: string, secret: string }) => api.call({ path: path(key.name), auth: keyAuth(key.secret) })
 
   const a = await first.createKey('default', { metadata: { labels: { round: 'snapshot' } } })
   const b = await first.createKey('default')
@@ -48,19 +62,13 @@ t.test('a key deleted after a restore is refused at once by a server whose cache
   t.ok(reads(first).cache > before.cache, 'from the cache')
 
   await etcd.restore(snapshot)
-  const restoredRevision = Number((await first.etcd.kv.range({ key: Buffer.from('\0') })).header.revision)
+  const restoredRevision = await revisionOf(first)
   t.ok(restoredRevision < held, `etcd went back: revision ${restoredRevision} after the restore, the cache held ${held}`)
 
   // B deleted through a fresh server, then asked of the first one at once.
   const second = await buildApp(t, etcd, { root, requestTimeout: 1500 })
   t.equal((await second.call({ method: 'DELETE', path: path(b.name) })).statusCode, 204, 'B deleted through a fresh server')
-  // The first server's etcd client waits out its circuit breaker (5 s) after etcd's stop: 503 meanwhile.
-  let answer = await verify(first, b)
-  let unavailable = 0
-  for (; answer.statusCode === 503 && unavailable < 200; unavailable++) {
-    await sleep(100)
-    answer = await verify(first, b)
-  }
+  const { answer, unavailable } = await firstAnswer(() => verify(first, b))
   t.equal(answer.statusCode, 401, `the first answer of the first server (after ${unavailable} × 503) refuses B's secret`)
   t.equal((await first.call({ path: path(b.name) })).statusCode, 404, 'B is not found')
   t.equal((await first.call({ path: path(c.name) })).statusCode, 404, 'C, created after the snapshot, is gone')
@@ -80,5 +88,71 @@ t.test('a key deleted after a restore is refused at once by a server whose cache
   t.equal(status?.reloads, 1, 'cacheStatus() counts one reload', { status })
   t.ok(first.logs().length > 10, `the first server's logs were captured (${first.logs().length} lines)`)
   t.equal(wentBack(first).length, 1, 'one warning says etcd went back and the cache reloads', { warnings: wentBack(first) })
+  t.match(wentBack(first)[0], { level: 40, from: held, to: Number })
+})
+
+t.test('etcd restored with a new cluster token from a snapshot ahead of the cache: the cluster id tells, not the revision', { skip }, async t => {
+  const [etcd, elsewhere] = [await restorableEtcd(), await restorableEtcd()]
+  t.teardown(() => Promise.all([etcd.close(), elsewhere.close()]))
+  const root = uniqueRoot()
+  const first = await buildApp(t, etcd, { root, requestTimeout: 1500 })
+  const b = await first.createKey('default')
+  await cacheLive(first)
+  t.equal((await verify(first, b)).statusCode, 200, 'B\'s secret is accepted before the restore')
+
+  // The snapshot comes from another etcd with the same root and more writes: its revision is
+  // above the cache's, so only the cluster id can tell that the history changed.
+  const other = await buildApp(t, elsewhere, { root })
+  const kept = []
+  for (let i = 0; i < 6; i++) kept.push(await other.createKey('default'))
+  const snapshot = await elsewhere.saveSnapshot()
+  const held = first.app.apiKeys.cacheStatus()?.revision ?? 0
+  await etcd.restore(snapshot, ['--initial-cluster-token=restored-1'])
+  const restoredRevision = await revisionOf(first)
+  t.ok(restoredRevision > held, `the restored etcd is at revision ${restoredRevision}, above the cache's ${held}`)
+
+  const { answer, unavailable } = await firstAnswer(() => verify(first, b))
+  t.equal(answer.statusCode, 401, `the first answer of the server (after ${unavailable} × 503) refuses B's secret, absent from the snapshot`)
+  t.equal((await first.call({ path: path(b.name) })).statusCode, 404, 'B is not found')
+  t.strictSame((await first.call({ path: path(kept[0].name) })).json(), kept[0].resource, 'a key of the snapshot reads as it was made')
+  await cacheLive(first)
+  const before = reads(first)
+  t.equal((await verify(first, b)).statusCode, 401, 'B is still refused once the cache is live again')
+  for (const key of kept) t.equal((await verify(first, key)).statusCode, 200, `${key.name}'s secret is accepted`)
+  t.ok(reads(first).cache - before.cache >= kept.length + 1, 'from the reloaded cache', { before, now: reads(first) })
+  t.equal(first.app.apiKeys.cacheStatus()?.reloads, 1, 'cacheStatus() counts one reload')
+  t.ok(first.logs().length > 5, `the server's logs were captured (${first.logs().length} lines)`)
+  t.equal(newCluster(first).length, 1, 'one warning says the cluster id changed and the cache reloads', { warnings: newCluster(first) })
+  t.equal(wentBack(first).length, 0, 'none says the revision went back')
+})
+
+t.test('behind an etcd grpc-proxy the watch outlives the restore: the revision read before each read catches it', { skip }, async t => {
+  const etcd = await restorableEtcd()
+  t.teardown(() => etcd.close())
+  const proxy = await grpcProxy(etcd)
+  t.teardown(() => proxy.close())
+  const root = uniqueRoot()
+  const first = await buildApp(t, proxy, { root, requestTimeout: 1500 })
+  const b = await first.createKey('default')
+  const snapshot = await etcd.saveSnapshot()
+  const later = []
+  for (let i = 0; i < 4; i++) later.push(await first.createKey('default'))
+  await cacheLive(first)
+  const held = first.app.apiKeys.cacheStatus()?.revision ?? 0
+
+  await etcd.restore(snapshot)
+  const second = await buildApp(t, etcd, { root, requestTimeout: 1500 })
+  t.equal((await second.call({ method: 'DELETE', path: path(b.name) })).statusCode, 204, 'B deleted through a fresh server, on etcd itself')
+  const { answer, unavailable } = await firstAnswer(() => verify(first, b))
+  t.equal(answer.statusCode, 401, `the first answer of the server behind the proxy (after ${unavailable} × 503) refuses B's secret`)
+  t.equal(first.logs().filter(line => /watch down|watch stopped/.test(line.msg)).length, 0, 'its watch never went down: only the revision check could tell')
+  for (const key of later) t.equal((await verify(first, key)).statusCode, 401, `${key.name}, created after the snapshot, is refused`)
+  await cacheLive(first)
+  const before = reads(first)
+  t.equal((await verify(first, b)).statusCode, 401, 'B is still refused once the cache is live again')
+  t.ok(reads(first).cache > before.cache, 'from the reloaded cache', { before, now: reads(first) })
+  t.equal(first.app.apiKeys.cacheStatus()?.reloads, 1, 'cacheStatus() counts one reload')
+  t.ok(first.logs().length > 5, `the server's logs were captured (${first.logs().length} lines)`)
+  t.equal(wentBack(first).length, 1, 'one warning says etcd went back', { warnings: wentBack(first) })
   t.match(wentBack(first)[0], { level: 40, from: held, to: Number })
 })

@@ -564,6 +564,21 @@ export async function restorableEtcd (): Promise<RestorableEtcd> {
   }
 }
 
+/**
+ * `etcd grpc-proxy start` in front of `backend` (the etcd binary on PATH): its clients' watches
+ * are its own, and outlive a restart of the etcd behind it.
+ */
+export async function grpcProxy (backend: EtcdHandle): Promise<EtcdHandle> {
+  const etcdPath = findOnPath('etcd')
+  if (etcdPath === undefined) throw new Error('grpcProxy() needs etcd on PATH')
+  const dir = await ownTempDir()
+  const [port] = await freePorts(1) as [number]
+  const endpoint = `http://127.0.0.1:${port}`
+  const args = ['grpc-proxy', 'start', `--endpoints=${backend.endpoints.map(e => new URL(e).host).join(',')}`, `--listen-addr=127.0.0.1:${port}`]
+  const proxy = await runEtcdProcess({ etcdPath, dir, args, endpoint })
+  return { endpoints: proxy.endpoints, source: proxy.source, close: proxy.close }
+}
+
 /** Removes data dirs left by test processes that died without cleaning up (etcd's WAL alone takes 64 MB). */
 async function removeOrphanDirs (): Promise<void> {
   const orphans = (await readdir(tmpdir())).filter((name) => {
