@@ -566,17 +566,17 @@ export async function restorableEtcd (): Promise<RestorableEtcd> {
 
 /**
  * `etcd grpc-proxy start` in front of `backend` (the etcd binary on PATH): its clients' watches
- * are its own, and outlive a restart of the etcd behind it.
+ * are its own, and outlive a restart of the etcd behind it. stop() and start() cut its clients
+ * off from etcd and back, on the same port.
  */
-export async function grpcProxy (backend: EtcdHandle): Promise<EtcdHandle> {
+export async function grpcProxy (backend: EtcdHandle): Promise<ControllableEtcd> {
   const etcdPath = findOnPath('etcd')
   if (etcdPath === undefined) throw new Error('grpcProxy() needs etcd on PATH')
   const dir = await ownTempDir()
   const [port] = await freePorts(1) as [number]
   const endpoint = `http://127.0.0.1:${port}`
   const args = ['grpc-proxy', 'start', `--endpoints=${backend.endpoints.map(e => new URL(e).host).join(',')}`, `--listen-addr=127.0.0.1:${port}`]
-  const proxy = await runEtcdProcess({ etcdPath, dir, args, endpoint })
-  return { endpoints: proxy.endpoints, source: proxy.source, close: proxy.close }
+  return await runEtcdProcess({ etcdPath, dir, args, endpoint })
 }
 
 /** Removes data dirs left by test processes that died without cleaning up (etcd's WAL alone takes 64 MB). */
