@@ -10,7 +10,9 @@ import { settleBy } from './deadline.js'
  * while the previous one is out) and waits until the watch has delivered the cache up to it. So a
  * read never answers something older than a write acknowledged anywhere before it began, and a
  * key deleted through another server is refused at once. While the watch is down, or the cache
- * cannot show it has caught up, reads go to etcd.
+ * cannot show it has caught up, reads go to etcd. If etcd no longer has the history the cache
+ * copied (restored from a snapshot: its revision went back; or another cluster), the cache drops
+ * its copy and loads afresh (see sameHistory).
  */
 
 /** A key as the cache holds it: strings and numbers, not the Buffers etcd3 hands out. */
@@ -31,6 +33,8 @@ export interface CacheStatus {
   keys: number
   /** Range reads served from the cache, and those that went to etcd (cache down, behind, or a token's revision). */
   reads: { cache: number, etcd: number }
+  /** Times the cache dropped its copy and loaded afresh: etcd compacted past it, went back (a restore), or is another cluster. */
+  reloads: number
 }
 
 /** A range the cache may serve: keys are strings, as the store builds them. */
@@ -70,6 +74,16 @@ const RESTART_BACKOFF_MAX = 5000
 
 /** Keys the cache serves: ASCII, where JavaScript's string order is etcd's byte order. */
 const isAscii = (text: string) => Buffer.byteLength(text, 'utf8') === text.length
+
+/** What a linearizable read says of etcd, and what the cache held when it was sent. */
+interface Current {
+  revision: number
+  clusterId: string
+  /** The cache's revision when the read was sent: etcd had reached it, so the read's must be at least that. */
+  held: number
+  /** The cache's load count then: a load since makes `held` moot. */
+  loads: number
+}
 
 // A CommonJS module whose class is its `default` export.
 const BTree = sortedBtree.default
@@ -119,7 +133,11 @@ export class WatchCache {
   private restartTimer?: NodeJS.Timeout
   private backoff = RESTART_BACKOFF_MIN
   private readonly waiters = new Set<{ revision: number, resolve: (reached: boolean) => void }>()
-  private readonly currentRevision: Coalescer<number>
+  /** The cluster the copy was loaded from (every response header names it). */
+  private clusterId?: string
+  /** Loads so far; all but the first are reloads. */
+  private loads = 0
+  private readonly current: Coalescer<Current>
   private readonly counts = { cache: 0, etcd: 0 }
   /** When the watch was last asked to show it is alive, and when it last said anything. */
   private askedAt = 0
@@ -133,9 +151,10 @@ export class WatchCache {
     this.rangedEnd = rangeEnd(options.ranged).toString('latin1')
     const prefix = Buffer.from(options.prefix)
     // A linearizable read of one key (the prefix itself, which no key is): its header is etcd's current revision.
-    this.currentRevision = new Coalescer(async () => {
-      const res = await source.range({ key: prefix })
-      return Number(res.header.revision)
+    this.current = new Coalescer(async () => {
+      const { revision: held, loads } = this
+      const { header } = await source.range({ key: prefix })
+      return { revision: Number(header.revision), clusterId: header.cluster_id, held, loads }
     })
   }
 
@@ -176,13 +195,22 @@ export class WatchCache {
 
   /** What the cache is doing, for operators (`apiKeys.cacheStatus()`). */
   status (): CacheStatus {
-    return { live: this.live, revision: this.revision, keys: this.entries.size, reads: { ...this.counts } }
+    return { live: this.live, revision: this.revision, keys: this.entries.size, reads: { ...this.counts }, reloads: Math.max(0, this.loads - 1) }
   }
 
   /** True once the cache holds every change etcd had made when this was called. */
   private async catchUp (deadline: number): Promise<boolean> {
-    const target = await settleBy(deadline, this.currentRevision.run())
-    if (this.revision >= target) return this.live
+    const current = await settleBy(deadline, this.current.run())
+    // Down meanwhile (whatever restarts the watch checks etcd's history itself), or loaded afresh
+    // since the read was sent (it may predate the new copy).
+    if (!this.live || current.loads !== this.loads) return false
+    if (!this.sameHistory(current)) {
+      this.goDown()
+      this.restart(0)
+      return false
+    }
+    const target = current.revision
+    if (this.revision >= target) return true
     if (await this.reached(target, Math.min(CATCH_UP_WAIT, deadline - Date.now()))) return true
     // Nothing of ours came up to that revision: etcd's later revisions may all be other keys'
     // (a root shared with Sensu), or the watch may have gone silent. This read goes to etcd, and
@@ -190,6 +218,29 @@ export class WatchCache {
     // the watch has come, but etcd 3.4 and 3.5 before 3.5.8 may send one ahead of the events it
     // covers: they are never taken as a revision here.)
     this.checkAlive()
+    return false
+  }
+
+  /**
+   * Whether etcd still has the history the cache copied: the same cluster, and a revision no lower
+   * than one it had already reached (a restore from a snapshot takes it back; etcd accepts a watch
+   * from a revision it has not reached and waits, so the watch alone would never tell). If not,
+   * the copy is dropped (the next follow() loads afresh) and that is logged, once: the caller
+   * has the cache down. A restore that etcd has written past the cache's revision before this
+   * server looks again cannot be told by revision: the README says to restore with
+   * `--bump-revision` and `--mark-compacted`, whose compaction cancels the watch.
+   */
+  private sameHistory (current: Current): boolean {
+    const { revision, clusterId, held } = current
+    if (clusterId === this.clusterId && revision >= held) return true
+    if (clusterId !== this.clusterId) {
+      this.options.log.warn({ from: this.clusterId, to: clusterId, cacheRevision: this.revision },
+        `etcd's cluster id changed from ${this.clusterId} to ${clusterId} (another cluster, or restored from a snapshot?); reloading the cache`)
+    } else {
+      this.options.log.warn({ from: held, to: revision },
+        `etcd went back from revision ${held} to ${revision} (restored from a snapshot?); reloading the cache`)
+    }
+    this.revision = 0
     return false
   }
 
@@ -290,6 +341,7 @@ export class WatchCache {
 
   /** (Re)loads when needed, then watches from the cache's revision on; resolves once the watch is up. */
   private async follow (): Promise<void> {
+    if (this.revision > 0) this.sameHistory(await this.current.run())
     if (this.revision === 0) await this.load()
     const { prefix } = this.options
     const stream = await this.client.watchClient.watch()
@@ -371,6 +423,7 @@ export class WatchCache {
     for (;;) {
       const res = await this.source.range({ key: start, end, limit: readBatch, revision })
       revision ??= Number(res.header.revision)
+      this.clusterId = res.header.cluster_id
       for (const kv of res.kvs) {
         const key = kv.key.toString('latin1')
         this.put(key, entryOf(kv))
@@ -379,6 +432,7 @@ export class WatchCache {
       start = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])])
     }
     this.revision = revision ?? 0
+    this.loads++
   }
 }
 

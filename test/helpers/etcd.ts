@@ -1,13 +1,14 @@
 // etcd for the tests: from ETCD_ENDPOINTS, from an image run by testcontainers,
 // or from an `etcd` binary on PATH, whichever is found first (see sharedEtcd).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { closeSync, openSync, readFileSync, rmSync } from 'node:fs'
-import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rename, rm } from 'node:fs/promises'
 import { createServer, type Server } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { promisify } from 'node:util'
 import { findOnPath } from '../../lib/embedded-etcd.js'
 import {
   GenericContainer,
@@ -511,6 +512,71 @@ export async function runEtcdProcess ({ etcdPath, dir, args, endpoint }: { etcdP
       await rm(dir, { recursive: true, force: true })
     }
   }
+}
+
+export interface RestorableEtcd extends ControllableEtcd {
+  source: 'binary'
+  /** `etcdctl snapshot save` into a file of its temp dir; resolves to the file. */
+  saveSnapshot(): Promise<string>
+  /**
+   * Stops etcd, replaces its data with `etcdctl snapshot restore <file> [...flags]` (same name and
+   * peer URL), and starts it again on the same ports; resolves once /health is ok.
+   */
+  restore(file: string, flags?: string[]): Promise<void>
+}
+
+/** The binaries restorableEtcd() needs that are not on PATH. */
+export const missingForRestore = (): string[] => ['etcd', 'etcdctl'].filter(name => findOnPath(name) === undefined)
+
+/**
+ * An etcd process (the binary on PATH) that a test can restore from a snapshot, as an operator
+ * does. A container would come back on other host ports, so this is the binary only.
+ */
+export async function restorableEtcd (): Promise<RestorableEtcd> {
+  const etcdPath = findOnPath('etcd')
+  const etcdctl = findOnPath('etcdctl')
+  if (etcdPath === undefined || etcdctl === undefined) throw new Error(`restorableEtcd() needs ${missingForRestore().join(' and ')} on PATH`)
+  const dir = await ownTempDir()
+  const [clientPort, peerPort] = await freePorts(2) as [number, number]
+  const endpoint = `http://127.0.0.1:${clientPort}`
+  const member = { name: 'etcd', dataDir: join(dir, 'data'), clientUrl: endpoint, peerUrl: `http://127.0.0.1:${peerPort}` }
+  const etcd = await runEtcdProcess({ etcdPath, dir, args: etcdFlags(member), endpoint })
+  const run = (args: string[]) => promisify(execFile)(etcdctl, args, { env: { ...process.env, ETCDCTL_API: '3' } })
+  let saved = 0
+  return {
+    ...etcd,
+    source: 'binary',
+    async saveSnapshot () {
+      const file = join(dir, `snapshot-${++saved}.db`)
+      await run([`--endpoints=${endpoint}`, 'snapshot', 'save', file])
+      return file
+    },
+    async restore (file, flags = []) {
+      await etcd.stop()
+      const restored = join(dir, 'restored')
+      await rm(restored, { recursive: true, force: true })
+      await run(['snapshot', 'restore', file, `--name=${member.name}`, `--data-dir=${restored}`,
+        `--initial-cluster=${member.name}=${member.peerUrl}`, `--initial-advertise-peer-urls=${member.peerUrl}`, ...flags])
+      await rm(member.dataDir, { recursive: true, force: true })
+      await rename(restored, member.dataDir)
+      await etcd.start()
+    }
+  }
+}
+
+/**
+ * `etcd grpc-proxy start` in front of `backend` (the etcd binary on PATH): its clients' watches
+ * are its own, and outlive a restart of the etcd behind it. stop() and start() cut its clients
+ * off from etcd and back, on the same port.
+ */
+export async function grpcProxy (backend: EtcdHandle): Promise<ControllableEtcd> {
+  const etcdPath = findOnPath('etcd')
+  if (etcdPath === undefined) throw new Error('grpcProxy() needs etcd on PATH')
+  const dir = await ownTempDir()
+  const [port] = await freePorts(1) as [number]
+  const endpoint = `http://127.0.0.1:${port}`
+  const args = ['grpc-proxy', 'start', `--endpoints=${backend.endpoints.map(e => new URL(e).host).join(',')}`, `--listen-addr=127.0.0.1:${port}`]
+  return await runEtcdProcess({ etcdPath, dir, args, endpoint })
 }
 
 /** Removes data dirs left by test processes that died without cleaning up (etcd's WAL alone takes 64 MB). */
