@@ -32,6 +32,8 @@ export const ConflictError = createError('FST_APIKEYS_ALREADY_EXISTS', '%s', 409
 export const KeyTooLargeError = createError('FST_APIKEYS_KEY_TOO_LARGE', 'the apikey would be larger than %s bytes', 413)
 export const TooManyRequestsError = createError('FST_APIKEYS_TOO_MANY_REQUESTS',
   'too many failed authentications from this address; retry after %s seconds', 429)
+export const WriteLimitError = createError('FST_APIKEYS_WRITE_LIMIT',
+  'too many writes for user %s; retry after %s seconds', 429)
 export const ContinueExpiredError = createError('FST_APIKEYS_CONTINUE_EXPIRED',
   'the continue token has expired: etcd compacted its revision; restart the list without it', 410)
 export const PreconditionFailedError = createError('FST_APIKEYS_PRECONDITION_FAILED',
@@ -42,7 +44,7 @@ export const InternalError = createError('FST_APIKEYS_INTERNAL', 'internal error
 /** Every error code of this plugin, for the README and for hosts that match on them. */
 export const errorCodes: FastifyErrorConstructor[] = [
   InvalidArgumentError, UnauthenticatedError, ForbiddenError, NotFoundError, MethodNotAllowedError,
-  UnsupportedMediaTypeError, ConflictError, KeyTooLargeError, TooManyRequestsError, ContinueExpiredError, PreconditionFailedError, UnavailableError, InternalError
+  UnsupportedMediaTypeError, ConflictError, KeyTooLargeError, TooManyRequestsError, WriteLimitError, ContinueExpiredError, PreconditionFailedError, UnavailableError, InternalError
 ]
 
 /** Seconds a client is asked to wait after a 503. */

@@ -133,6 +133,7 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
     root: config.root,
     requestTimeout: config.requestTimeout,
     authFailureLimit: config.authFailureLimit,
+    writeLimit: config.writeLimit,
     authenticate: anyOf(bearerTokens([admin.token]), apiKeyAuth({ admins: config.admins }))
   })
 
