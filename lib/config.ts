@@ -35,6 +35,8 @@ export const ServerEnvironment = Type.Object({
   HTTP_REQUEST_TIMEOUT_MS: Type.Optional(variable('^[1-9][0-9]{0,6}$', 'milliseconds, a positive integer')),
   AUTH_FAILURE_MAX: Type.Optional(variable('^(0|[1-9][0-9]{0,6})$', 'a number of failed authentications, 0 for no limit')),
   AUTH_FAILURE_WINDOW_MS: Type.Optional(variable('^[1-9][0-9]{0,8}$', 'milliseconds, a positive integer')),
+  WRITE_LIMIT_PER_SECOND: Type.Optional(variable('^(0|[1-9][0-9]{0,6})$', 'writes a non-admin username regains per second, 0 for no limit')),
+  WRITE_LIMIT_BURST: Type.Optional(variable('^[1-9][0-9]{0,6}$', 'writes a non-admin username may make at once, a positive integer')),
   TRUST_PROXY: Type.Optional(variable('^(true|false|[0-9a-fA-F.:/]+(,[0-9a-fA-F.:/]+)*)$', 'true, false, or comma-separated proxy addresses or CIDR ranges'))
 })
 type Environment = Static<typeof ServerEnvironment>
@@ -57,6 +59,8 @@ export interface ServerConfig {
   /** Milliseconds for a client to send a whole request (headers and body). */
   httpRequestTimeout: number
   authFailureLimit: { max: number, timeWindow: number } | false
+  /** A non-admin username's writes: tokens per second, and the bucket's size. */
+  writeLimit: { perSecond: number, burst: number } | false
   /** Fastify's trustProxy: whose X-Forwarded-For gives the client address. */
   trustProxy: boolean | string[]
 }
@@ -140,6 +144,9 @@ export function loadConfig (env: NodeJS.ProcessEnv): ServerConfig {
     authFailureLimit: e.AUTH_FAILURE_MAX === '0'
       ? false
       : { max: Number(e.AUTH_FAILURE_MAX ?? 30), timeWindow: Number(e.AUTH_FAILURE_WINDOW_MS ?? 60_000) },
+    writeLimit: e.WRITE_LIMIT_PER_SECOND === '0'
+      ? false
+      : { perSecond: Number(e.WRITE_LIMIT_PER_SECOND ?? 10), burst: Number(e.WRITE_LIMIT_BURST ?? 20) },
     trustProxy: trustProxyOf(e.TRUST_PROXY)
   }
 }

@@ -28,6 +28,8 @@ export class RevokedUsernameError extends Error {
     super(`the keys of user ${username} were revoked after this apikey was made, so it cannot be given to that user; create a new apikey for it`)
   }
 }
+/** etcd refused a write: it is out of space and has raised its NOSPACE alarm. Retrying cannot help. */
+export class EtcdNoSpaceError extends Error {}
 
 // The errors a client sees. Each has a stable code and its HTTP status (listed in the README).
 export const InvalidArgumentError = createError('FST_APIKEYS_INVALID_ARGUMENT', '%s', 400)
@@ -40,17 +42,22 @@ export const ConflictError = createError('FST_APIKEYS_ALREADY_EXISTS', '%s', 409
 export const KeyTooLargeError = createError('FST_APIKEYS_KEY_TOO_LARGE', 'the apikey would be larger than %s bytes', 413)
 export const TooManyRequestsError = createError('FST_APIKEYS_TOO_MANY_REQUESTS',
   'too many failed authentications from this address; retry after %s seconds', 429)
+export const WriteLimitError = createError('FST_APIKEYS_WRITE_LIMIT',
+  'too many writes for user %s; retry after %s seconds', 429)
 export const ContinueExpiredError = createError('FST_APIKEYS_CONTINUE_EXPIRED',
   'the continue token has expired: etcd compacted its revision; restart the list without it', 410)
 export const PreconditionFailedError = createError('FST_APIKEYS_PRECONDITION_FAILED',
   'If-Match does not match the current ETag of the apikey', 412)
 export const UnavailableError = createError('FST_APIKEYS_UNAVAILABLE', 'etcd did not answer in time; retry later', 503)
+export const OutOfSpaceError = createError('FST_APIKEYS_ETCD_NO_SPACE',
+  'etcd is out of space (NOSPACE alarm); writes are refused until an operator compacts, defragments and disarms it', 503)
 export const InternalError = createError('FST_APIKEYS_INTERNAL', 'internal error', 500)
 
 /** Every error code of this plugin, for the README and for hosts that match on them. */
 export const errorCodes: FastifyErrorConstructor[] = [
   InvalidArgumentError, UnauthenticatedError, ForbiddenError, NotFoundError, MethodNotAllowedError,
-  UnsupportedMediaTypeError, ConflictError, KeyTooLargeError, TooManyRequestsError, ContinueExpiredError, PreconditionFailedError, UnavailableError, InternalError
+  UnsupportedMediaTypeError, ConflictError, KeyTooLargeError, TooManyRequestsError, WriteLimitError, ContinueExpiredError, PreconditionFailedError, UnavailableError,
+  OutOfSpaceError, InternalError
 ]
 
 /** Seconds a client is asked to wait after a 503. */
@@ -84,6 +91,8 @@ export function toHttpError (err: unknown): Error & { statusCode: number } {
   if (err instanceof EtcdUnavailableError) return new UnavailableError()
   if (err instanceof CredentialRevokedError) return new UnauthenticatedError()
   if (err instanceof RevokedUsernameError) return new InvalidArgumentError(err.message)
+  if (err instanceof EtcdNoSpaceError) return new OutOfSpaceError()
+  if (err instanceof OutOfSpaceError) return err
   const status = (err as { statusCode?: unknown } | null)?.statusCode
   if (typeof status === 'number' && status >= 400 && status < 500) return err as Error & { statusCode: number }
   if (typeof status === 'number' && status === 503) return new UnavailableError()
@@ -94,7 +103,9 @@ export function toHttpError (err: unknown): Error & { statusCode: number } {
 export function sendError (error: Error, request: FastifyRequest, reply: FastifyReply) {
   const answer = toHttpError(error)
   if (answer.statusCode === 503) {
-    request.log.warn({ err: error.cause ?? error }, 'etcd unavailable')
+    // Out of space needs an operator, not patience: said at error level, in the answer's words.
+    if (answer instanceof OutOfSpaceError) request.log.error({ err: error.cause ?? error }, answer.message)
+    else request.log.warn({ err: error.cause ?? error }, 'etcd unavailable')
     reply.header('retry-after', String(RETRY_AFTER_SECONDS))
   } else if (answer.statusCode >= 500) {
     request.log.error({ err: error }, 'request failed')

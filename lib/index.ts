@@ -4,7 +4,8 @@ import { Etcd3, type IOptions } from 'etcd3'
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop } from 'cockatiel'
 import { isRecoverableError } from 'etcd3'
 import { resolveOptions, type ApiKeysOptions } from './options.js'
-import { ApiKeyStore, maxKeyBytes, type StoredKey } from './store.js'
+import { ApiKeyStore, isNoSpace, maxKeyBytes, type StoredKey } from './store.js'
+import { raisedAlarms } from './etcd-alarms.js'
 import { apiKeyRoutes } from './routes.js'
 import { defaultAuthorize, type Caller } from './auth.js'
 import { digestSecret, isWellFormedSecret } from './secrets.js'
@@ -30,6 +31,8 @@ export interface ApiKeys {
   revokeAllOf(username: string): Promise<number>
   /** Resolves when etcd answers within `timeout` ms (default `requestTimeout`); for readiness checks. */
   ping(timeout?: number): Promise<void>
+  /** The alarms etcd has raised (`NOSPACE`, `CORRUPT`), none when empty; for readiness checks. Rejects when etcd does not answer within `timeout` ms. */
+  alarms(timeout?: number): Promise<string[]>
   /** The etcd client the plugin uses. */
   readonly etcd: Etcd3
   /** The read cache's state and counts (option `cache`); null when it is off. */
@@ -52,13 +55,14 @@ declare module 'fastify' {
  * plugin's own client makes one attempt per call (cockatiel's noop) and the store retries. Each
  * member keeps a circuit breaker (3 failures in a row stop calls to it), as etcd3's own, but one
  * that half-opens after 1 s, not 5: while a cluster elects a leader, the live members time out
- * too, and with etcd3's 5 s every breaker stayed open seconds after the election was over.
+ * too, and with etcd3's 5 s every breaker stayed open seconds after the election was over. A write
+ * refused for want of space (NOSPACE) is no failure of the member: it answers reads as before.
  */
 function withOwnRetries (options: IOptions): IOptions {
   return {
     ...options,
     faultHandling: {
-      host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: BREAKER_HALF_OPEN_AFTER, breaker: new ConsecutiveBreaker(3) }),
+      host: () => circuitBreaker(handleWhen(err => isRecoverableError(err) && !isNoSpace(err)), { halfOpenAfter: BREAKER_HALF_OPEN_AFTER, breaker: new ConsecutiveBreaker(3) }),
       ...options.faultHandling,
       global: noop
     }
@@ -145,6 +149,7 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
     async ping (timeout = settings.requestTimeout) {
       await store.ping({ deadline: Date.now() + timeout })
     },
+    alarms: async (timeout = settings.requestTimeout) => await raisedAlarms(client, Date.now() + timeout),
     etcd: client,
     cacheStatus: () => store.cacheStatus()
   }

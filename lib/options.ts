@@ -1,6 +1,7 @@
 import { Etcd3, type IOptions } from 'etcd3'
 import type { Authenticate, Authorize } from './auth.js'
 import type { AuthFailureLimit } from './brute-force.js'
+import type { WriteLimit } from './write-limit.js'
 
 export interface ApiKeysOptions {
   /** etcd client options, or an Etcd3 client the host already has (the plugin closes only its own). */
@@ -23,6 +24,8 @@ export interface ApiKeysOptions {
   authFailureLimit?: Partial<AuthFailureLimit> | false
   /** Keys a username may hold when a non-admin creates one (admins are not limited); false: no limit. Default 100. */
   maxKeysPerUser?: number | false
+  /** A non-admin username's creates, patches, rotations and deletes, per second with bursts, before 429s; false: no limit. Default 10 a second, bursts of 20. */
+  writeLimit?: Partial<WriteLimit> | false
   /** Serve reads from an in-process copy kept exact by an etcd watch (consistent reads). Default true. */
   cache?: boolean
 }
@@ -38,6 +41,7 @@ export interface ResolvedOptions {
   authorize?: Authorize
   authFailureLimit: AuthFailureLimit | false
   maxKeysPerUser: number | false
+  writeLimit: WriteLimit | false
   cache: boolean
 }
 
@@ -50,6 +54,7 @@ export const defaults = {
   requestTimeout: 5000,
   authFailureLimit: { max: 30, timeWindow: 60_000 },
   maxKeysPerUser: 100,
+  writeLimit: { perSecond: 10, burst: 20 },
   cache: true
 } as const
 
@@ -99,6 +104,19 @@ function authFailureLimitOption (value: unknown): AuthFailureLimit | false {
   }
 }
 
+function writeLimitOption (value: unknown): WriteLimit | false {
+  if (value === false) return false
+  if (value !== undefined && (typeof value !== 'object' || value === null)) {
+    fail('writeLimit', 'must be { perSecond, burst } or false', value)
+  }
+  const given = (value ?? {}) as Partial<WriteLimit>
+  const perSecond = given.perSecond ?? defaults.writeLimit.perSecond
+  if (typeof perSecond !== 'number' || !Number.isFinite(perSecond) || perSecond <= 0) {
+    fail('writeLimit.perSecond', 'must be a positive number of writes per second (set writeLimit: false for no limit)', perSecond)
+  }
+  return { perSecond, burst: positiveInteger('writeLimit.burst', given.burst ?? defaults.writeLimit.burst) }
+}
+
 /** Every option checked at registration, with defaults applied; a wrong one names itself. */
 export function resolveOptions (options: Partial<ApiKeysOptions> | undefined): ResolvedOptions {
   const o = options ?? {}
@@ -117,6 +135,7 @@ export function resolveOptions (options: Partial<ApiKeysOptions> | undefined): R
     authorize: o.authorize,
     authFailureLimit: authFailureLimitOption(o.authFailureLimit),
     maxKeysPerUser: o.maxKeysPerUser === false ? false : positiveInteger('maxKeysPerUser', o.maxKeysPerUser ?? defaults.maxKeysPerUser),
+    writeLimit: writeLimitOption(o.writeLimit),
     cache: boolean('cache', o.cache ?? defaults.cache)
   }
 }

@@ -13,8 +13,9 @@ import {
 import type { Action, Authorize, Caller } from './auth.js'
 import {
   ConflictError, ForbiddenError, IdempotencyEntryExistsError, InvalidArgumentError, KeyNotFoundError, KeyTooLargeError, MethodNotAllowedError, UnauthenticatedError,
-  UnsupportedMediaTypeError, TooManyRequestsError, VersionMismatchError, sendError, sendRouteNotFound
+  UnsupportedMediaTypeError, TooManyRequestsError, VersionMismatchError, WriteLimitError, sendError, sendRouteNotFound
 } from './errors.js'
+import { WriteLimiter } from './write-limit.js'
 import { authFailureGuard } from './brute-force.js'
 import {
   idempotencyEntryId, openIdempotencyEntry, parseIdempotencyKey, requestFingerprint, sealIdempotencyEntry
@@ -153,6 +154,18 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
     const { username, admin } = callerOf(request)
     request.log.info({ audit: { action, by: username, admin, from: request.ip, ...details } }, `apikey ${action}`)
   }
+  const writeLimiter = settings.writeLimit === false ? undefined : new WriteLimiter(settings.writeLimit)
+  /**
+   * Counts a non-admin caller's write (create, patch, rotate, delete) against its username's limit;
+   * past it a 429, before anything is read or written. Call it first in every writing handler.
+   */
+  const countWrite = (request: FastifyRequest, reply: FastifyReply) => {
+    const { username, admin } = callerOf(request)
+    const wait = admin ? 0 : writeLimiter?.take(username) ?? 0
+    if (wait === 0) return
+    reply.header('retry-after', String(wait))
+    throw new WriteLimitError(username, String(wait))
+  }
   const locationOf = (namespace: string, name: string) => `${app.prefix}/namespaces/${namespace}/apikey/${name}`
   const sendCreated = (reply: FastifyReply, created: StoredKey, secret: string) => reply.code(201)
     .header('location', locationOf(created.key.metadata.namespace, created.key.metadata.name))
@@ -288,6 +301,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
       // An empty body creates a key with defaults, as if it were {}.
       preValidation: async (request) => { if (request.body === undefined) request.body = {} }
     }, async (request, reply) => {
+      countWrite(request, reply)
       const { namespace } = request.params
       const body = request.body ?? {}
       const caller = callerOf(request)
@@ -380,6 +394,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         if (request.body === undefined) throw new InvalidArgumentError('PATCH needs a JSON merge patch body')
       }
     }, async (request, reply) => {
+      countWrite(request, reply)
       const { namespace, apikey } = request.params
       const ifMatch = request.headers['if-match']
       const updated = await store.update(namespace, apikey, async (current) => {
@@ -407,6 +422,7 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
         response: { 204: Type.Null({ description: 'revoked' }), ...errorResponses }
       }
     }, async (request, reply) => {
+      countWrite(request, reply)
       const { namespace, apikey } = request.params
       let username = ''
       await store.delete(namespace, apikey, async (current) => {

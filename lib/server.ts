@@ -73,6 +73,13 @@ export function etcdClientOptions (config: ServerConfig, endpoints: string[]): I
   }
 }
 
+/** What an etcd alarm means for this server, and what the operator does about it. */
+function alarmMessage (alarm: string): string {
+  return alarm === 'NOSPACE'
+    ? 'etcd raised the NOSPACE alarm: it is out of space and refuses writes until an operator compacts, defragments and disarms it'
+    : `etcd raised the ${alarm} alarm: see etcd's documentation of alarms`
+}
+
 /**
  * The standalone server: the plugin with admin bearer tokens and API keys, JSON logs with the
  * credentials redacted and a request id on every request's lines, `/health` and `/ready`.
@@ -133,19 +140,26 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
     root: config.root,
     requestTimeout: config.requestTimeout,
     authFailureLimit: config.authFailureLimit,
+    writeLimit: config.writeLimit,
     authenticate: anyOf(bearerTokens([admin.token]), apiKeyAuth({ admins: config.admins }))
   })
 
   // Unauthenticated, as Sensu's and Kubernetes' services have them.
   app.get('/health', { logLevel: 'warn' }, async () => ({ status: 'ok' }))
   app.get('/ready', { logLevel: 'warn' }, async (request, reply) => {
+    const timeout = Math.min(config.requestTimeout, 2000)
+    let alarms
     try {
-      await app.apiKeys.ping(Math.min(config.requestTimeout, 2000))
-      return { status: 'ready' }
+      await app.apiKeys.ping(timeout)
+      alarms = await app.apiKeys.alarms(timeout)
     } catch {
       reply.code(503).header('retry-after', String(RETRY_AFTER_SECONDS))
       return { message: 'etcd does not answer', code: 8 }
     }
+    if (alarms.length === 0) return { status: 'ready' }
+    request.log.error({ alarms }, 'etcd has raised alarms')
+    reply.code(503).header('retry-after', String(RETRY_AFTER_SECONDS))
+    return { message: alarms.map(alarmMessage).join('; '), code: 8 }
   })
   return app
 }

@@ -13,8 +13,8 @@ import { decodeContinueToken, encodeContinueToken } from './continue-token.js'
 import { settleBy } from './deadline.js'
 import { IDEMPOTENCY_TTL_SECONDS } from './idempotency.js'
 import {
-  CredentialRevokedError, EtcdUnavailableError, FutureRevisionError, IdempotencyEntryExistsError, KeyExistsError, KeyNotFoundError,
-  RevisionCompactedError, RevokedUsernameError
+  CredentialRevokedError, EtcdNoSpaceError, EtcdUnavailableError, FutureRevisionError, IdempotencyEntryExistsError, KeyExistsError,
+  KeyNotFoundError, RevisionCompactedError, RevokedUsernameError
 } from './errors.js'
 import type { ApiKey } from './schemas.js'
 
@@ -111,6 +111,15 @@ function isOpenCircuit (err: unknown): boolean {
   return isBrokenCircuitError(err)
 }
 
+/**
+ * etcd's NOSPACE: a write refused because its database reached its quota (etcd then raises the
+ * NOSPACE alarm and refuses writes until an operator disarms it). gRPC's RESOURCE_EXHAUSTED,
+ * which etcd3 counts as recoverable; retrying cannot help.
+ */
+export function isNoSpace (err: unknown): boolean {
+  return err instanceof GRPCResourceExhastedError && /database space exceeded/.test(err.message)
+}
+
 /** etcd errors that mean "etcd cannot answer now", as opposed to a bug in the request. */
 function isUnavailable (err: unknown): boolean {
   // gRPC's own refusal of an answer too large to receive is no outage: retrying cannot help.
@@ -128,12 +137,13 @@ function isUnavailable (err: unknown): boolean {
     /leader|timed out|timeout|too many requests|unhealthy/i.test(err.message)
 }
 
-/** etcd's error as one of the store's: compaction, a future revision, unavailability, or as it is. */
+/** etcd's error as one of the store's: compaction, a future revision, no space, unavailability, or as it is. */
 function translateEtcdError (err: unknown): unknown {
   if (err instanceof GRPCOutOfRangeError) {
     return /compacted/.test(err.message) ? new RevisionCompactedError(err.message) : new FutureRevisionError(err.message)
   }
   if (err instanceof EtcdUnavailableError) return err
+  if (isNoSpace(err)) return new EtcdNoSpaceError('etcd is out of space', { cause: err })
   if (isUnavailable(err)) return new EtcdUnavailableError('etcd unavailable', { cause: err })
   return err
 }

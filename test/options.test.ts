@@ -48,6 +48,11 @@ t.test('a wrong option fails register with a message that names it', async t => 
     ['authFailureLimit.max', { authFailureLimit: { max: 0 } }],
     ['authFailureLimit.timeWindow', { authFailureLimit: { timeWindow: '1m' } }],
     ['maxKeysPerUser', { maxKeysPerUser: 0 }],
+    ['writeLimit', { writeLimit: 10 }],
+    ['writeLimit', { writeLimit: true }],
+    ['writeLimit.perSecond', { writeLimit: { perSecond: 0 } }],
+    ['writeLimit.perSecond', { writeLimit: { perSecond: '10' } }],
+    ['writeLimit.burst', { writeLimit: { burst: 0.5 } }],
     ['cache', { cache: 'yes' }]
   ]
   for (const [name, options] of wrong) {
@@ -102,6 +107,7 @@ t.test('defaults', async t => {
     requestTimeout: 5000,
     authFailureLimit: { max: 30, timeWindow: 60_000 },
     maxKeysPerUser: 100,
+    writeLimit: { perSecond: 10, burst: 20 },
     cache: true
   })
 })
