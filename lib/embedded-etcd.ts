@@ -126,8 +126,9 @@ export async function startEmbeddedEtcd (options: EmbeddedEtcdOptions): Promise<
   for (const [name, port] of [['ETCD_CLIENT_PORT', options.clientPort], ['ETCD_PEER_PORT', options.peerPort]] as const) {
     if (await portInUse(port)) {
       throw new Error(`port ${port} (${name}) is in use, so the embedded etcd cannot start. If an etcd already runs ` +
-        `there (Debian's etcd-server package starts one), use it: ETCD_ENDPOINTS=http://127.0.0.1:${options.clientPort}; ` +
-        'or choose other ports with ETCD_CLIENT_PORT and ETCD_PEER_PORT.')
+        `there (Debian's etcd-server package starts one), use it: ETCD_ENDPOINTS=http://127.0.0.1:${options.clientPort} ` +
+        `(for the embedded etcd of a server that runs on ${options.dataDir}, with ETCD_USERNAME=root and ETCD_PASSWORD ` +
+        `from ${join(options.dataDir, ROOT_PASSWORD_FILE)}); or choose other ports with ETCD_CLIENT_PORT and ETCD_PEER_PORT.`)
     }
   }
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 })

@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { findOnPath } from '../../lib/embedded-etcd.js'
+import { ETCD_COMPACTION_FLAGS, findOnPath } from '../../lib/embedded-etcd.js'
 import {
   GenericContainer,
   getContainerRuntimeClient,
@@ -188,7 +188,9 @@ export function etcdFlags ({ name, dataDir, clientUrl, peerUrl, listenPeerUrl = 
     `--initial-cluster=${initialCluster}`,
     '--initial-cluster-state=new',
     '--logger=zap',
-    '--log-level=warn'
+    '--log-level=warn',
+    // As every etcd this project starts (SPEC.md, Containment).
+    ...ETCD_COMPACTION_FLAGS
   ]
 }
 
