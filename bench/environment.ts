@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util'
 import ts from 'typescript'
 import type { Etcd3 } from 'etcd3'
 import type { EtcdKeys } from '../lib/etcd-keys.js'
+import type { EtcdCredentials } from '../lib/embedded-etcd.js'
 import { REPO, freePorts, startProcess, waitForReady } from '../test/helpers/standalone.js'
 import type { BenchKey } from './fixtures.js'
 import type { RawOperations } from './raw.js'
@@ -117,6 +118,8 @@ export interface BenchContext {
   endpoints: string[]
   /** The etcd process, when this run started it. */
   etcdPid?: number
+  /** What opens that etcd (it is locked, as `npm start` runs it). */
+  etcdAuth?: EtcdCredentials
   /** `Authorization` of the admin. */
   admin: string
   basePath: string
@@ -150,7 +153,7 @@ export const ADMIN_TOKEN = randomBytes(24).toString('base64url')
  * Starts bench/server.ts (transpiled to `script`) on a free port, running the dist/ of `repo`,
  * and waits until it is ready.
  */
-export async function startBenchServer (options: { script: string, repo: string, endpoints: string[], root: string, dataDir: string, logLevel: string }): Promise<BenchServer> {
+export async function startBenchServer (options: { script: string, repo: string, endpoints: string[], etcdAuth?: EtcdCredentials, root: string, dataDir: string, logLevel: string }): Promise<BenchServer> {
   const [port] = await freePorts(1)
   const url = `http://127.0.0.1:${port}`
   // For a profile of the server: BENCH_SERVER_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
@@ -163,6 +166,7 @@ export async function startBenchServer (options: { script: string, repo: string,
     HOST: '127.0.0.1',
     DATA_DIR: options.dataDir,
     ETCD_ENDPOINTS: options.endpoints.join(','),
+    ...(options.etcdAuth && { ETCD_USERNAME: options.etcdAuth.username, ETCD_PASSWORD: options.etcdAuth.password }),
     ETCD_ROOT: options.root,
     APIKEY_ADMIN_TOKEN: ADMIN_TOKEN,
     LOG_LEVEL: options.logLevel,

@@ -74,7 +74,8 @@ async function main () {
     const endpoints = embedded?.endpoints ?? (external as string).split(',')
     // Its own root on a shared etcd, removed at the end.
     const root = `/apikeys-bench-${startedAt.getTime()}`
-    const client = new Etcd3({ hosts: endpoints })
+    const etcdAuth = embedded?.auth
+    const client = new Etcd3({ hosts: endpoints, ...(etcdAuth && { auth: etcdAuth }) })
     const etcdKeys = new EtcdKeys(root)
     cleanups.push(async () => {
       if (embedded === undefined) await client.kv.deleteRange({ key: Buffer.from(root + '/'), range_end: rangeEnd(root + '/') })
@@ -84,7 +85,7 @@ async function main () {
     const script = transpileServer(dir)
     const servers: Partial<Record<'a' | 'b', Promise<BenchServer>>> = {}
     const server = (name: 'a' | 'b') => {
-      servers[name] ??= startBenchServer({ script, repo: serverRepo, endpoints, root, dataDir: join(dir, `server-${name}`), logLevel: settings.logLevel })
+      servers[name] ??= startBenchServer({ script, repo: serverRepo, endpoints, etcdAuth, root, dataDir: join(dir, `server-${name}`), logLevel: settings.logLevel })
         .then(started => {
           cleanups.push(async () => {
             await started.stop()
@@ -109,6 +110,7 @@ async function main () {
       raw: new RawOperations(client, etcdKeys),
       endpoints,
       etcdPid: embedded?.pid,
+      etcdAuth,
       admin: `Bearer ${ADMIN_TOKEN}`,
       basePath: '/api/core/v2',
       keys: {},

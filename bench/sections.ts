@@ -362,6 +362,14 @@ async function measureCalls (calls: number, workers: number, etcdPid: number | u
   }
 }
 
+/** A token of etcd's JSON gateway for a locked etcd: its `Authorization` header. */
+async function gatewayToken (endpoint: string, auth: { username: string, password: string }): Promise<string> {
+  const res = await fetch(`${endpoint.replace(/\/$/, '')}/v3/auth/authenticate`, { method: 'POST', headers: JSON_TYPE, body: JSON.stringify({ name: auth.username, password: auth.password }) })
+  const { token } = await res.json() as { token?: string }
+  if (token === undefined) throw new Error(`etcd's gateway did not authenticate: HTTP ${res.status}`)
+  return token
+}
+
 /**
  * Client CPU of one etcd read of one key: the etcd3 client (gRPC) against etcd's JSON gateway
  * (POST /v3/kv/range) through Node's fetch, node:http with keep-alive, and undici.request when
@@ -373,6 +381,7 @@ export async function runClientCpu (ctx: BenchContext): Promise<ClientCpuResult>
   await ctx.client.put(key).value('{}')
   const gatewayUrl = `${ctx.endpoints[0].replace(/\/$/, '')}/v3/kv/range`
   const gatewayBody = JSON.stringify({ key: Buffer.from(key).toString('base64') })
+  const gatewayHeaders = { ...JSON_TYPE, ...(ctx.etcdAuth && { authorization: await gatewayToken(ctx.endpoints[0], ctx.etcdAuth) }) }
   const found = (answer: unknown) => {
     if ((answer as { kvs?: unknown[] }).kvs?.length !== 1) throw new Error('cpu: the key was not found')
   }
@@ -382,11 +391,11 @@ export async function runClientCpu (ctx: BenchContext): Promise<ClientCpuResult>
       found(res)
     },
     'gateway, fetch': async () => {
-      const res = await fetch(gatewayUrl, { method: 'POST', body: gatewayBody, headers: JSON_TYPE })
+      const res = await fetch(gatewayUrl, { method: 'POST', body: gatewayBody, headers: gatewayHeaders })
       found(await res.json())
     },
     'gateway, node:http': async () => {
-      const res = await httpCall(gatewayUrl, { method: 'POST', body: gatewayBody, headers: JSON_TYPE })
+      const res = await httpCall(gatewayUrl, { method: 'POST', body: gatewayBody, headers: gatewayHeaders })
       found(JSON.parse(res.body))
     }
   }
@@ -394,7 +403,7 @@ export async function runClientCpu (ctx: BenchContext): Promise<ClientCpuResult>
   const undici = await import('undici').catch(() => undefined)
   if (undici !== undefined) {
     clients['gateway, undici.request'] = async () => {
-      const res = await undici.request(gatewayUrl, { method: 'POST', body: gatewayBody, headers: JSON_TYPE })
+      const res = await undici.request(gatewayUrl, { method: 'POST', body: gatewayBody, headers: gatewayHeaders })
       found(await res.body.json())
     }
   }

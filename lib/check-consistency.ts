@@ -100,7 +100,9 @@ async function main (): Promise<number> {
   }
   const config = loadConfig(process.env)
   const embedded = config.etcdEndpoints === undefined ? await openEmbedded(config) : undefined
-  const client = new Etcd3(etcdClientOptions(config, config.etcdEndpoints ?? embedded?.endpoints ?? []))
+  const client = new Etcd3(embedded === undefined
+    ? etcdClientOptions(config, config.etcdEndpoints ?? [])
+    : etcdClientOptions({ ...config, etcdAuth: embedded.auth }, embedded.endpoints))
   try {
     const options = { callTimeout: config.requestTimeout }
     const report = await checkConsistency(client, config.root, options)

@@ -35,7 +35,8 @@ async function main () {
 
   let app
   try {
-    app = await buildServer(config, endpoints)
+    // The embedded etcd is locked: the server opens it with the credentials it was locked with.
+    app = await buildServer(embedded === undefined ? config : { ...config, etcdAuth: embedded.auth }, endpoints)
     await app.listen({ port: config.port, host: config.host })
   } catch (err) {
     await app?.close()

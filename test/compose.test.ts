@@ -298,6 +298,17 @@ async function stack (t: Test, { port, composeRun, timed }: StackContext): Promi
     return { created: withoutSecret, location }
   })
 
+  // etcd is reached on the stack's network only, and compacts its history every 5 minutes.
+  for (const service of ['etcd1', 'etcd2', 'etcd3']) {
+    const id = (await composeRun(['ps', '--quiet', service])).trim()
+    const inspect = async (format: string) => JSON.parse((await run('docker', ['inspect', '--format', format, id], { timeoutMs: 30_000 })).stdout)
+    const ports = await inspect('{{json .NetworkSettings.Ports}}') as Record<string, Array<{ HostPort: string }> | null> | null
+    const published = Object.entries(ports ?? {}).flatMap(([port, bindings]) => (bindings ?? []).map(b => `${port} on ${b.HostPort}`))
+    t.same(published, [], `${service} publishes no port on the host`)
+    const env = await inspect('{{json .Config.Env}}') as string[]
+    t.ok(env.includes('ETCD_AUTO_COMPACTION_MODE=periodic') && env.includes('ETCD_AUTO_COMPACTION_RETENTION=5m'), `${service} compacts every 5 minutes`)
+  }
+
   const leader = await findLeader(t, composeRun)
   await timed(`stop ${leader} (the leader)`, async () => await composeRun(['stop', '--timeout', '10', leader]))
 

@@ -194,8 +194,11 @@ t.test('without ETCD_ENDPOINTS: the embedded etcd\'s data in DATA_DIR', { skip: 
 
   const whileRunning = await runCheckConsistency(env)
   t.equal(whileRunning.code, 2, 'the server runs its etcd: not opened a second time')
-  t.match(whileRunning.stderr, new RegExp(`^check-consistency: port ${clientPort} \\(ETCD_CLIENT_PORT\\) is in use.*ETCD_ENDPOINTS=http://127.0.0.1:${clientPort}[^\\n]*\\n$`), 'one line that says what to use')
-  const throughIt = await runCheckConsistency({ ...env, ETCD_ENDPOINTS: `http://127.0.0.1:${clientPort}` })
+  const passwordFile = join(dataDir, 'etcd', 'root-password')
+  t.match(whileRunning.stderr, new RegExp(`^check-consistency: port ${clientPort} \\(ETCD_CLIENT_PORT\\) is in use.*ETCD_ENDPOINTS=http://127.0.0.1:${clientPort} ` +
+    `.*ETCD_USERNAME=root and ETCD_PASSWORD from ${passwordFile}[^\\n]*\\n$`), 'one line that says what to use')
+  const credentials = { ETCD_USERNAME: 'root', ETCD_PASSWORD: readFileSync(passwordFile, 'utf8').trim() }
+  const throughIt = await runCheckConsistency({ ...env, ...credentials, ETCD_ENDPOINTS: `http://127.0.0.1:${clientPort}` })
   t.match(throughIt, { code: 0, stdout: /: 1 records, 1 digest entries, consistent\n$/ }, 'which then works')
 
   t.match(await server.stop(), { code: 0 })

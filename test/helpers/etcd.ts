@@ -9,7 +9,7 @@ import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
-import { findOnPath } from '../../lib/embedded-etcd.js'
+import { ETCD_COMPACTION_FLAGS, findOnPath } from '../../lib/embedded-etcd.js'
 import {
   GenericContainer,
   getContainerRuntimeClient,
@@ -189,7 +189,9 @@ export function etcdFlags ({ name, dataDir, clientUrl, peerUrl, listenPeerUrl = 
     `--initial-cluster=${initialCluster}`,
     '--initial-cluster-state=new',
     '--logger=zap',
-    '--log-level=warn'
+    '--log-level=warn',
+    // As every etcd this project starts (SPEC.md, Containment).
+    ...ETCD_COMPACTION_FLAGS
   ]
 }
 
