@@ -3,7 +3,7 @@
 // and the cache reloads (README, "Restoring etcd from a snapshot").
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { grpcProxy, missingForRestore, restorableEtcd } from './helpers/etcd.js'
+import { grpcProxy, restorableEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, uniqueRoot, type TestApp } from './helpers/app.js'
 
 /** Resolves once the app's cache follows etcd and has caught up with etcd's current revision. */
@@ -36,10 +36,10 @@ async function firstAnswer (ask: () => Promise<{ statusCode: number }>) {
   return { answer, unavailable }
 }
 
-const missing = missingForRestore()
-const skip = missing.length > 0 && `needs ${missing.join(' and ')} on PATH (a container would come back on other ports)`
+// These tests stop and restore their own etcd process on fixed ports (a container would come back
+// on other ports): without the binaries restorableEtcd() fails them, saying how to get them.
 
-t.test('a key deleted after a restore is refused at once by a server whose cache holds the later history', { skip }, async t => {
+t.test('a key deleted after a restore is refused at once by a server whose cache holds the later history', async t => {
   const etcd = await restorableEtcd()
   t.teardown(() => etcd.close())
   const root = uniqueRoot()
@@ -91,7 +91,7 @@ t.test('a key deleted after a restore is refused at once by a server whose cache
   t.match(wentBack(first)[0], { level: 40, from: held, to: Number })
 })
 
-t.test('etcd restored with a new cluster token from a snapshot ahead of the cache: the cluster id tells, not the revision', { skip }, async t => {
+t.test('etcd restored with a new cluster token from a snapshot ahead of the cache: the cluster id tells, not the revision', async t => {
   const [etcd, elsewhere] = [await restorableEtcd(), await restorableEtcd()]
   t.teardown(() => Promise.all([etcd.close(), elsewhere.close()]))
   const root = uniqueRoot()
@@ -126,7 +126,7 @@ t.test('etcd restored with a new cluster token from a snapshot ahead of the cach
   t.equal(wentBack(first).length, 0, 'none says the revision went back')
 })
 
-t.test('behind an etcd grpc-proxy the watch outlives the restore: the revision read before each read catches it', { skip }, async t => {
+t.test('behind an etcd grpc-proxy the watch outlives the restore: the revision read before each read catches it', async t => {
   const etcd = await restorableEtcd()
   t.teardown(() => etcd.close())
   const proxy = await grpcProxy(etcd)
@@ -157,7 +157,7 @@ t.test('behind an etcd grpc-proxy the watch outlives the restore: the revision r
   t.match(wentBack(first)[0], { level: 40, from: held, to: Number })
 })
 
-t.test('etcd compacted past the cache\'s revision while the server was cut off (as a restore with --bump-revision --mark-compacted leaves it): the watch is canceled, the cache reloads', { skip }, async t => {
+t.test('etcd compacted past the cache\'s revision while the server was cut off (as a restore with --bump-revision --mark-compacted leaves it): the watch is canceled, the cache reloads', async t => {
   const etcd = await restorableEtcd()
   t.teardown(() => etcd.close())
   const proxy = await grpcProxy(etcd)

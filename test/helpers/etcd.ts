@@ -528,7 +528,7 @@ export interface RestorableEtcd extends ControllableEtcd {
 }
 
 /** The binaries restorableEtcd() needs that are not on PATH. */
-export const missingForRestore = (): string[] => ['etcd', 'etcdctl'].filter(name => findOnPath(name) === undefined)
+const missingForRestore = (): string[] => ['etcd', 'etcdctl'].filter(name => findOnPath(name) === undefined)
 
 /**
  * An etcd process (the binary on PATH) that a test can restore from a snapshot, as an operator
@@ -537,7 +537,7 @@ export const missingForRestore = (): string[] => ['etcd', 'etcdctl'].filter(name
 export async function restorableEtcd (): Promise<RestorableEtcd> {
   const etcdPath = findOnPath('etcd')
   const etcdctl = findOnPath('etcdctl')
-  if (etcdPath === undefined || etcdctl === undefined) throw new Error(`restorableEtcd() needs ${missingForRestore().join(' and ')} on PATH`)
+  if (etcdPath === undefined || etcdctl === undefined) throw new Error(`restorableEtcd() needs ${missingForRestore().join(' and ')} on PATH: apt-get install etcd-server etcd-client`)
   const dir = await ownTempDir()
   const [clientPort, peerPort] = await freePorts(2) as [number, number]
   const endpoint = `http://127.0.0.1:${clientPort}`
