@@ -656,10 +656,7 @@ export class ApiKeyStore {
    * keys it deleted.
    */
   async revokeAllOf (username: string, options: Deadline & { batchTimeout: number }): Promise<number> {
-    const fenceKey = this.keys.fence(username)
-    const value = JSON.stringify({ username, revoked_at: Math.floor(Date.now() / 1000) })
-    const written = await this.withDeadline(options, callOptions => this.client.put(fenceKey).value(value).options(callOptions).exec())
-    const fence = Number(written.header.revision)
+    const fence = await this.writeFence(username, options)
     let deleted = 0
     const batches = this.batches(this.keys.records, rangeEnd(this.keys.records), {
       first: options, later: () => ({ deadline: Date.now() + options.batchTimeout })
@@ -670,6 +667,23 @@ export class ApiKeyStore {
       deleted += done.filter(Boolean).length
     }
     return deleted
+  }
+
+  /**
+   * Writes `username`'s revocation fence; its etcd revision. When etcd is out of space (its
+   * NOSPACE alarm: a leaked key filling etcd is just when a revoke-all is needed) no fence can be
+   * written, but no key can be created either, while etcd still takes deletes: then every record
+   * of the user is revoked by deleting it (Infinity: all of them).
+   */
+  private async writeFence (username: string, deadline: Deadline): Promise<number> {
+    const value = JSON.stringify({ username, revoked_at: Math.floor(Date.now() / 1000) })
+    try {
+      const written = await this.withDeadline(deadline, options => this.client.put(this.keys.fence(username)).value(value).options(options).exec())
+      return Number(written.header.revision)
+    } catch (err) {
+      if (err instanceof EtcdNoSpaceError) return Infinity
+      throw err
+    }
   }
 
   /** Deletes a revoked record found by a scan, whatever was changed in it since; true when this call deleted it. */

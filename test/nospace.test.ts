@@ -118,6 +118,7 @@ t.test('out of space: writes are a 503 that says so, reads go on, /ready names t
   const revoked = await api.call({ method: 'DELETE', path: '/apikeys?username=carol' })
   t.same([revoked.statusCode, revoked.json()], [200, { username: 'carol', deleted: 1 }], 'revoke-all of a user: 200')
   t.equal((await api.call({ path: '/namespaces/other/apikey', auth: keyAuth(carol.secret) })).statusCode, 401, 'carol\'s key no longer authenticates')
+  t.equal((await api.etcd.get(`${api.root}/apikey-fences/carol`).string()), null, 'without a fence (etcd takes no put): her keys were deleted, and none can be made meanwhile')
 
   // Reads go on: a key made before, the list, and a key authenticating.
   const got = await api.call({ path: `/namespaces/default/apikey/${bob.name}` })
