@@ -28,7 +28,8 @@ export const LINGER_MAX_MS = 5000
  */
 export async function lingerOnEarlyAnswer (request: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<unknown> {
   const incoming = request.raw
-  if (incoming.complete || incoming.destroyed) return payload
+  // Node's `complete` is false while the body is still arriving; inject()'s requests have none.
+  if (incoming.complete !== false || incoming.destroyed) return payload
   reply.removeHeader('connection')
   const socket = incoming.socket
   let drained = 0
