@@ -8,6 +8,12 @@ const variable = (pattern: string, rule: string, secret = false): TString =>
   Type.String({ pattern, description: rule, secret })
 
 const URL_LIST = '^https?://[^/,\\s]+/?(,https?://[^/,\\s]+/?)*$'
+/** An admin token is at least this long, so that guessing it stays out of reach. */
+export const ADMIN_TOKEN_MIN_LENGTH = 16
+/** An admin token: printable ASCII but space and comma, which separate tokens in APIKEY_ADMIN_TOKEN. */
+const ADMIN_TOKEN = `[\\x21-\\x2b\\x2d-\\x7e]{${ADMIN_TOKEN_MIN_LENGTH},}`
+const adminTokenForm = new RegExp(`^${ADMIN_TOKEN}$`)
+const ADMIN_TOKEN_LIST = `^[,\\s]*${ADMIN_TOKEN}([,\\s]+${ADMIN_TOKEN})*[,\\s]*$`
 const PORT = '^(0|[1-9][0-9]{0,4})$'
 const ANY = '^.+$'
 
@@ -28,7 +34,7 @@ export const ServerEnvironment = Type.Object({
   ETCD_ROOT: Type.Optional(variable('^(/[A-Za-z0-9._-]+)+$', 'an etcd path such as /sensu.io')),
   TLS_CERT_FILE: Type.Optional(variable(ANY, 'a readable PEM file')),
   TLS_KEY_FILE: Type.Optional(variable(ANY, 'a readable PEM file')),
-  APIKEY_ADMIN_TOKEN: Type.Optional(variable('^[\\x21-\\x7e]{16,}$', 'at least 16 printable characters without spaces', true)),
+  APIKEY_ADMIN_TOKEN: Type.Optional(variable(ADMIN_TOKEN_LIST, 'one or more admin tokens separated by commas or spaces, each at least 16 printable characters', true)),
   APIKEY_ADMINS: Type.Optional(variable('^[^,\\s]+(,[^,\\s]+)*$', 'comma-separated usernames')),
   REQUEST_TIMEOUT_MS: Type.Optional(variable('^[1-9][0-9]{0,6}$', 'milliseconds, a positive integer')),
   LOG_LEVEL: Type.Optional(variable('^(fatal|error|warn|info|debug|trace|silent)$', 'one of fatal, error, warn, info, debug, trace, silent')),
@@ -52,7 +58,8 @@ export interface ServerConfig {
   etcdAuth?: { username: string, password: string }
   root: string
   tls?: { certFile: string, keyFile: string }
-  adminToken?: string
+  /** APIKEY_ADMIN_TOKEN's tokens, each accepted (several: a rotation without downtime). */
+  adminTokens?: string[]
   admins: string[]
   requestTimeout: number
   logLevel: string
@@ -83,6 +90,16 @@ function readable (name: string, file: string | undefined): string | undefined {
     throw new ConfigError(`${name} must be ${ServerEnvironment.properties[name as keyof Environment].description}: cannot read ${file}`)
   }
   return file
+}
+
+/** Does `token` follow the rule of APIKEY_ADMIN_TOKEN's tokens (and of the admin token file's lines)? */
+export function isAdminToken (token: string): boolean {
+  return adminTokenForm.test(token)
+}
+
+/** The tokens of APIKEY_ADMIN_TOKEN, already checked against ADMIN_TOKEN_LIST. */
+function adminTokensOf (value: string): string[] {
+  return value.split(/[,\s]+/).filter(token => token !== '')
 }
 
 function trustProxyOf (value: string | undefined): boolean | string[] {
@@ -136,7 +153,7 @@ export function loadConfig (env: NodeJS.ProcessEnv): ServerConfig {
     etcdAuth: auth && { username: auth[0], password: auth[1] },
     root: e.ETCD_ROOT ?? '/sensu.io',
     tls: tls && { certFile: readable('TLS_CERT_FILE', tls[0]) as string, keyFile: readable('TLS_KEY_FILE', tls[1]) as string },
-    adminToken: e.APIKEY_ADMIN_TOKEN,
+    adminTokens: e.APIKEY_ADMIN_TOKEN === undefined ? undefined : adminTokensOf(e.APIKEY_ADMIN_TOKEN),
     admins: (e.APIKEY_ADMINS ?? 'admin').split(','),
     requestTimeout: Number(e.REQUEST_TIMEOUT_MS ?? 5000),
     logLevel: e.LOG_LEVEL ?? 'info',

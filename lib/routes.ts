@@ -22,6 +22,7 @@ import {
 } from './idempotency.js'
 import { digestSecret, generateSecret } from './secrets.js'
 import { requestDeadline } from './deadline.js'
+import { lingerOnEarlyAnswer } from './lingering-close.js'
 import { typeBoxValidatorCompiler, firstProblem } from './validation.js'
 import type { ApiKeyStore, StoredKey } from './store.js'
 import type { ResolvedOptions } from './options.js'
@@ -217,6 +218,8 @@ export async function apiKeyRoutes (fastify: FastifyInstance, { store, settings,
   app.addContentTypeParser('*', { parseAs: 'string', bodyLimit }, (request, body, done) => {
     done(body === '' ? null : unsupportedMediaType(request), undefined)
   })
+  // An answer sent before the body has arrived (413, 401) must reach a client still sending it.
+  app.addHook('onSend', lingerOnEarlyAnswer)
 
   const guard = settings.authFailureLimit === false ? undefined : await authFailureGuard(app, settings.authFailureLimit)
   const tooManyFailures = (reply: FastifyReply, seconds: number) => {
