@@ -132,7 +132,7 @@ export async function startEmbeddedEtcd (options: EmbeddedEtcdOptions): Promise<
     }
   }
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 })
-  mkdirSync(dirname(options.logFile), { recursive: true })
+  mkdirSync(dirname(options.logFile), { recursive: true, mode: 0o700 })
   const client = `http://127.0.0.1:${options.clientPort}`
   const peer = `http://127.0.0.1:${options.peerPort}`
   const log = createWriteStream(options.logFile, { flags: 'a' })
