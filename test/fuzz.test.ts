@@ -6,8 +6,9 @@
 //   request where the model can tell (most cases; mutated paths and unknown Content-Types are only
 //   held to the first rule);
 // - 2xx bodies are what the model says (lists, reads, created and patched keys);
-// - afterwards etcd holds exactly the model: each live key's record (its answer plus `key_sha256`)
-//   and its digest entry, nothing else.
+// - after each run etcd holds exactly the model: each live key's record (its answer plus
+//   `key_sha256`) and its digest entry, nothing else.
+// The model, the oracle and the plans' renderer are in test/helpers/fuzz-*.ts.
 // FUZZ_RUNS sets the number of cases (default 2,000), FUZZ_SEED replays a run.
 import t, { type Test } from 'tap'
 import fc from 'fast-check'
@@ -262,6 +263,25 @@ async function holds<T> (t: Test, fuzz: Fuzz, property: fc.IAsyncPropertyWithHoo
   return false
 }
 
+/**
+ * etcd holds exactly the model, every revoked secret is refused and every live one authenticates:
+ * the end of each run, so that each subtest checks the store it changed.
+ */
+async function storeHoldsTheModel (t: Test, fuzz: Fuzz) {
+  const problems = await fuzz.checkEtcd()
+  t.ok(problems.length === 0, `${fuzz.model.keys.size} keys in the model, ${fuzz.model.revoked.length} revoked: etcd holds them and nothing else`, { problems: problems.slice(0, 20).map(ascii) })
+  for (const { secret } of fuzz.model.revoked.slice(-20)) {
+    const res = await fuzz.send({ method: 'GET', path: `/namespaces/${AUTH_NAMESPACE}/apikey`, headers: {}, auth: keyAuth(secret), socket: false })
+    // A 429 goes only to invalid credentials past the failure limit: a refusal too.
+    if (res.statusCode !== 401 && res.statusCode !== 429) t.fail(`a revoked secret answered ${res.statusCode}`)
+  }
+  for (const key of [...fuzz.model.keys.values()].slice(0, 20)) {
+    const res = await fuzz.send({ method: 'GET', path: `/namespaces/${AUTH_NAMESPACE}/apikey`, headers: {}, auth: keyAuth(key.secret), socket: false })
+    if (res.statusCode !== 200) t.fail(`a live secret answered ${res.statusCode}`)
+  }
+  t.strictSame(unhandled, [], 'no unhandled rejection')
+}
+
 const unhandled: unknown[] = []
 const onUnhandled = (err: unknown) => { unhandled.push(err) }
 process.on('unhandledRejection', onUnhandled)
@@ -284,6 +304,7 @@ t.test(`${RUNS} fuzzed requests through inject(), then ${SOCKET_RUNS} raw paths 
       await fuzz.run(fuzz.renderer.render(plan), plan.op)
     }), RUNS)
     t.comment(fuzz.histogram())
+    await storeHoldsTheModel(t, fuzz)
     if (!held) return
     t.ok((fuzz.statuses.get('429') ?? 0) > 0, `${fuzz.statuses.get('429') ?? 0} requests with bad credentials were refused past the failure limit`)
     t.equal((await api.call({ path: `/namespaces/${AUTH_NAMESPACE}/apikey` })).statusCode, 200, 'and the admin is still served from that address')
@@ -313,23 +334,8 @@ t.test(`${RUNS} fuzzed requests through inject(), then ${SOCKET_RUNS} raw paths 
       const headers: Record<string, string> = payload === undefined ? {} : { 'content-type': 'application/json' }
       await fuzz.run({ method, path, headers, auth, payload, socket: true }, 'socket')
     }), SOCKET_RUNS)
+    await storeHoldsTheModel(t, fuzz)
     if (held) t.ok(fuzz.cases - before >= SOCKET_RUNS, `${fuzz.cases - before} raw paths sent over a socket`)
-  })
-
-  await t.test('etcd holds what the 2xx answers said, and nothing else', async t => {
-    const problems = await fuzz.checkEtcd()
-    t.ok(problems.length === 0, `${fuzz.model.keys.size} keys in the model, ${fuzz.model.revoked.length} revoked: etcd holds them and nothing else`, { problems: problems.slice(0, 20).map(ascii) })
-    // Every revoked secret is refused; every live one still authenticates.
-    for (const { secret } of fuzz.model.revoked.slice(-20)) {
-      const res = await fuzz.send({ method: 'GET', path: `/namespaces/${AUTH_NAMESPACE}/apikey`, headers: {}, auth: keyAuth(secret), socket: false })
-      // A 429 goes only to invalid credentials past the failure limit: a refusal too.
-      if (res.statusCode !== 401 && res.statusCode !== 429) t.fail(`a revoked secret answered ${res.statusCode}`)
-    }
-    for (const key of [...fuzz.model.keys.values()].slice(0, 20)) {
-      const res = await fuzz.send({ method: 'GET', path: `/namespaces/${AUTH_NAMESPACE}/apikey`, headers: {}, auth: keyAuth(key.secret), socket: false })
-      if (res.statusCode !== 200) t.fail(`a live secret answered ${res.statusCode}`)
-    }
-    t.strictSame(unhandled, [], 'no unhandled rejection')
   })
   t.comment(`${fuzz.cases} requests in ${((Date.now() - started) / 1000).toFixed(1)} s`)
   t.comment(fuzz.histogram())
