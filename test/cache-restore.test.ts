@@ -2,19 +2,17 @@
 // etcd now has. The server must not trust it: a key deleted after the restore is refused at once,
 // and the cache reloads (README, "Restoring etcd from a snapshot").
 import t from 'tap'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { grpcProxy, restorableEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, uniqueRoot, type TestApp } from './helpers/app.js'
+import { waitFor } from './helpers/wait.js'
 
 /** Resolves once the app's cache follows etcd and has caught up with etcd's current revision. */
 async function cacheLive (api: TestApp) {
   const current = Number((await api.etcd.kv.range({ key: Buffer.from('\0') })).header.revision)
-  for (let i = 0; i < 800; i++) {
+  await waitFor(() => {
     const status = api.app.apiKeys.cacheStatus()
-    if (status?.live === true && status.revision >= current) return
-    await sleep(25)
-  }
-  throw new Error(`the cache did not catch up with revision ${current} within 20 s: ${JSON.stringify(api.app.apiKeys.cacheStatus())}`)
+    return status?.live === true && status.revision >= current
+  }, { timeout: 20_000, interval: 25, what: () => `the cache to follow etcd up to revision ${current} (now ${JSON.stringify(api.app.apiKeys.cacheStatus())})` })
 }
 
 const reads = (api: TestApp) => api.app.apiKeys.cacheStatus()?.reads ?? { cache: 0, etcd: 0 }
@@ -25,14 +23,14 @@ const path = (name: string) => `/namespaces/default/apikey/${name}`
 const verify = (api: TestApp, key: { name: string, secret: string }) => api.call({ path: path(key.name), auth: keyAuth(key.secret) })
 const revisionOf = async (api: TestApp) => Number((await api.etcd.kv.range({ key: Buffer.from('\0') })).header.revision)
 
-/** The first answer other than 503 (the app's etcd client waits out its circuit breaker, 5 s, after etcd's stop). */
-async function firstAnswer (ask: () => Promise<{ statusCode: number }>) {
-  let answer = await ask()
+/** The first answer other than 503 (the app's etcd client waits out its circuit breaker, which half-opens after 1 s, after etcd's stop). */
+async function firstAnswer<A extends { statusCode: number }> (ask: () => Promise<A>) {
   let unavailable = 0
-  for (; answer.statusCode === 503 && unavailable < 200; unavailable++) {
-    await sleep(100)
-    answer = await ask()
-  }
+  const answer = await waitFor(async () => {
+    const answer = await ask()
+    if (answer.statusCode === 503) unavailable++
+    return answer.statusCode !== 503 && answer
+  }, { timeout: 30_000, what: () => `an answer other than 503 (${unavailable} so far)` })
   return { answer, unavailable }
 }
 

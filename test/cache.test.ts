@@ -2,19 +2,17 @@
 // server is seen by the next read through another, at once), and a broken watch never leaves a
 // revoked key accepted: reads go to etcd until the watch is back.
 import t from 'tap'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { dedicatedEtcd, sharedEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, uniqueRoot, type TestApp } from './helpers/app.js'
+import { waitFor } from './helpers/wait.js'
 
 /** Resolves once the app's cache follows etcd and has caught up with etcd's current revision. */
 async function cacheLive (api: TestApp) {
   const current = Number((await api.etcd.kv.range({ key: Buffer.from('\0') })).header.revision)
-  for (let i = 0; i < 600; i++) {
+  await waitFor(() => {
     const status = api.app.apiKeys.cacheStatus()
-    if (status?.live === true && status.revision >= current) return
-    await sleep(25)
-  }
-  throw new Error(`the cache did not catch up with revision ${current} within 15 s`)
+    return status?.live === true && status.revision >= current
+  }, { timeout: 15_000, interval: 25, what: `the cache to follow etcd up to revision ${current}` })
 }
 
 const reads = (api: TestApp) => api.app.apiKeys.cacheStatus()?.reads ?? { cache: 0, etcd: 0 }
@@ -119,7 +117,7 @@ t.test('while the watch is down, the cache serves nothing: reads go to etcd', as
   t.teardown(() => etcd.close())
   const root = uniqueRoot()
   const [a, b] = [await buildApp(t, etcd, { root, requestTimeout: 1500 }), await buildApp(t, etcd, { root, requestTimeout: 1500 })]
-  const keys = []
+  const keys: Array<{ name: string, secret: string }> = []
   for (let i = 0; i < 20; i++) keys.push(await a.createKey('default'))
   await cacheLive(b)
   const verify = (key: { name: string, secret: string }) => b.call({ path: `/namespaces/default/apikey/${key.name}`, auth: keyAuth(key.secret) })
@@ -127,7 +125,7 @@ t.test('while the watch is down, the cache serves nothing: reads go to etcd', as
 
   // etcd stopped: b's watch breaks. b still holds every key, and must not answer from them.
   await etcd.stop()
-  await sleep(200)
+  await waitFor(() => b.app.apiKeys.cacheStatus()?.live === false, { what: 'b\'s cache to see its watch is down' })
   t.equal(b.app.apiKeys.cacheStatus()?.live, false, 'b\'s cache knows its watch is down')
   const before = reads(b)
   const res = await verify(keys[1])
@@ -135,12 +133,11 @@ t.test('while the watch is down, the cache serves nothing: reads go to etcd', as
   t.ok(reads(b).etcd > before.etcd, 'the read went to etcd')
 
   await etcd.start()
-  // b's client waits out its circuit breaker (5 s) before it sends to etcd again.
-  let back = await verify(keys[1])
-  for (let i = 0; i < 100 && back.statusCode === 503; i++) {
-    await sleep(150)
-    back = await verify(keys[1])
-  }
+  // b's client waits out its circuit breaker (it half-opens after 1 s) before it sends to etcd again.
+  const back = await waitFor(async () => {
+    const res = await verify(keys[1])
+    return res.statusCode !== 503 && res
+  }, { timeout: 15_000, interval: 150, what: 'b to answer other than 503 once etcd is back' })
   t.equal(back.statusCode, 200, 'b answers again once etcd is back')
   t.comment(`b's cache was ${b.app.apiKeys.cacheStatus()?.live === true ? 'live' : 'still down'} at that moment`)
   const statuses: number[] = []

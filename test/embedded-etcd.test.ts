@@ -5,11 +5,11 @@ import t from 'tap'
 import { execFile } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { ROOT_PASSWORD_FILE, startEmbeddedEtcd, type EtcdCredentials } from '../lib/embedded-etcd.js'
 import { etcdFlags, ownTempDir, runEtcdProcess } from './helpers/etcd.js'
 import { buildApp, keyAuth } from './helpers/app.js'
 import { ensureBuilt, findOnPath, freePorts, logLines, request, runCheckConsistency, startServer, tempDir, waitForReady } from './helpers/standalone.js'
+import { waitFor } from './helpers/wait.js'
 
 const etcdPath = findOnPath('etcd')
 const etcdctlPath = findOnPath('etcdctl')
@@ -188,11 +188,7 @@ t.test('the server goes on once etcd\'s auth token has expired', { skip }, async
 
   // etcd says when it drops a token; the server's was last used just above.
   const dropped = () => (readFileSync(etcd.logFile, 'utf8').match(/deleted a simple token/g) ?? []).length
-  const deadline = Date.now() + 30_000
-  while (dropped() === 0) {
-    if (Date.now() > deadline) throw new Error('etcd dropped no token within 30 s')
-    await sleep(100)
-  }
+  await waitFor(() => dropped() > 0, { timeout: 30_000, what: 'etcd to drop a token ("deleted a simple token" in its log)' })
   t.equal((await api.call({ path: key.location.replace('/api/core/v2', ''), auth: keyAuth(key.secret) })).statusCode, 200, 'a key still authenticates')
   const another = await api.call({ method: 'POST', path: '/namespaces/default/apikey', body: {} })
   t.equal(another.statusCode, 201, 'and a key is created')

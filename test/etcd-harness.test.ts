@@ -10,10 +10,20 @@ t.teardown(() => etcd.close())
 
 // A fresh client for every check: etcd3's default circuit breaker refuses a host
 // for 5 s after 3 failed calls, which would blur what this test is about.
-async function getWithin1s (): Promise<string | null> {
+async function getWithin1s (key: string): Promise<string | null> {
   const client = new Etcd3({ hosts: etcd.endpoints })
   try {
-    return await client.get('k').options({ deadline: new Date(Date.now() + 1000) }).string()
+    return await client.get(key).options({ deadline: new Date(Date.now() + 1000) }).string()
+  } finally {
+    client.close()
+  }
+}
+
+/** Each test writes a key of its own, so that it stands alone. */
+async function put (key: string, value: string): Promise<void> {
+  const client = new Etcd3({ hosts: etcd.endpoints })
+  try {
+    await client.put(key).value(value)
   } finally {
     client.close()
   }
@@ -31,27 +41,27 @@ async function tcpConnect (): Promise<string> {
 }
 
 t.test('put and get', async (t) => {
-  const client = new Etcd3({ hosts: etcd.endpoints })
-  t.teardown(() => client.close())
-  await client.put('k').value('v1')
-  t.equal(await getWithin1s(), 'v1')
+  await put('k', 'v1')
+  t.equal(await getWithin1s('k'), 'v1')
 })
 
 t.test('freeze: calls time out; thaw: they work again', async (t) => {
+  await put('frozen', 'v2')
   await etcd.freeze()
   t.teardown(() => etcd.thaw()) // in case an assertion below throws
   t.equal(await tcpConnect(), 'connected', 'the port still accepts connections')
   const started = Date.now()
-  await t.rejects(getWithin1s(), 'a get with a 1 s deadline fails while frozen')
+  await t.rejects(getWithin1s('frozen'), 'a get with a 1 s deadline fails while frozen')
   t.ok(Date.now() - started < 5000, 'and fails by its deadline')
   await etcd.thaw()
-  t.equal(await getWithin1s(), 'v1')
+  t.equal(await getWithin1s('frozen'), 'v2')
 })
 
 t.test('stop: calls fail; start: same address, same data', async (t) => {
+  await put('stopped', 'v3')
   await etcd.stop()
   t.equal(await tcpConnect(), 'ECONNREFUSED', 'the address refuses connections')
-  await t.rejects(getWithin1s(), 'a get fails while stopped')
+  await t.rejects(getWithin1s('stopped'), 'a get fails while stopped')
   await etcd.start()
-  t.equal(await getWithin1s(), 'v1', 'the key written before the stop is still there')
+  t.equal(await getWithin1s('stopped'), 'v3', 'the key written before the stop is still there')
 })

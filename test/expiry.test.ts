@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { dedicatedEtcd, sharedEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, type TestApp } from './helpers/app.js'
 import { checkError } from './helpers/assert.js'
+import { waitFor } from './helpers/wait.js'
 
 const etcd = await sharedEtcd()
 t.teardown(() => etcd.close())
@@ -53,11 +54,8 @@ t.test('an expiring key authenticates until expires_at, then never, and etcd rem
   t.equal(await api.app.apiKeys.verify(key.secret), null, 'verify says no')
 
   // etcd removes both by itself (it checks leases every half second; allow a few seconds more).
-  let gone = false
-  for (let i = 0; i < 40 && !gone; i++) {
-    gone = await leaseOf(api, record) === null && await leaseOf(api, digest as string) === null
-    if (!gone) await sleep(250)
-  }
+  const gone = await waitFor(async () => await leaseOf(api, record) === null && await leaseOf(api, digest as string) === null,
+    { timeout: 10_000, interval: 250, what: 'etcd to remove the record and its digest entry through the lease' })
   t.ok(gone, 'etcd removed the record and its digest entry through the lease')
 })
 
@@ -117,7 +115,7 @@ t.test('moved and deleted keys give their leases back', async t => {
   const api = await buildApp(t, own)
   const leases = async () => (await api.etcd.leaseClient.leaseLeases({})).leases.length
   const settled = async (want: number) => {
-    for (let i = 0; i < 40 && await leases() !== want; i++) await sleep(100)
+    await waitFor(async () => await leases() === want, { timeout: 10_000, what: () => `etcd to hold ${want} leases` })
     return await leases()
   }
   const baseline = await leases()

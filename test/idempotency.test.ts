@@ -5,10 +5,10 @@ import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { connect } from 'node:net'
 import type { AddressInfo } from 'node:net'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { sharedEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, adminAuth, ADMIN_TOKEN, type TestApp } from './helpers/app.js'
 import { checkError } from './helpers/assert.js'
+import { waitFor } from './helpers/wait.js'
 import { digestSecret } from '../lib/secrets.js'
 import {
   IDEMPOTENCY_TTL_SECONDS, idempotencyEntryId, openIdempotencyEntry, sealIdempotencyEntry
@@ -72,11 +72,10 @@ t.test('a create whose answer was lost, retried with its Idempotency-Key, answer
   await createAndHangUp(api, idempotencyKey, body)
 
   // The server goes on without the client: the key appears in etcd.
-  let records: Array<[string, string]> = []
-  for (let i = 0; i < 100 && records.length === 0; i++) {
-    records = (await stored(api)).records
-    if (records.length === 0) await sleep(50)
-  }
+  const records = await waitFor(async () => {
+    const { records } = await stored(api)
+    return records.length > 0 && records
+  }, { timeout: 10_000, interval: 50, what: 'the create to reach etcd though nobody read its answer' })
   t.equal(records.length, 1, 'the create was committed though nobody read its answer')
 
   const retry = await create(api, idempotencyKey, body)

@@ -11,6 +11,7 @@ import {
   ensureBuilt, freePorts, logLines, request, runCheckConsistency, startServer, tempDir, waitForReady, type ServerProcess
 } from './helpers/standalone.js'
 import { inParallel } from './helpers/load.js'
+import { waitFor } from './helpers/wait.js'
 
 await ensureBuilt()
 const etcd = await sharedEtcd()
@@ -170,8 +171,8 @@ t.test('scenario 4: SIGKILL under a create load, started again: no orphan, no ac
   await underLoad(load, 2000, 100)
   server.child.kill('SIGKILL')
   await server.exited
-  // Clients meet the dead port for a moment, as they would before a supervisor restarts it.
-  await sleep(300)
+  // Clients meet the dead port, as they would before a supervisor restarts it.
+  await waitFor(() => load.attempts.some(a => a.error === 'ECONNREFUSED'), { interval: 20, what: 'a client to meet the dead port (ECONNREFUSED)' })
   const attempts = await load.stop()
   const acknowledged = attempts.filter(a => a.status === 201)
   t.ok(acknowledged.length > 0, 'keys were created before the kill')
@@ -200,12 +201,14 @@ t.test('scenario 5: SIGTERM under a create load: accepted requests complete, new
   let release!: () => void
   const slowId = `slow-${randomBytes(4).toString('hex')}`
   const slow = createOnce(port, slowId, new Promise<void>(resolve => { release = resolve }))
-  for (let i = 0; i < 200 && !read().has(slowId); i++) await sleep(50)
+  await waitFor(() => read().has(slowId), { interval: 50, what: 'the server to log that it read the slow request' })
   t.ok(read().has(slowId), 'the slow request was read before the close')
 
   const signalledAt = Date.now()
   server.child.kill('SIGTERM')
-  await sleep(1000)
+  // The slow request stays in flight until the listener has refused a new connection.
+  await waitFor(() => load.attempts.some(a => a.error === 'ECONNREFUSED' && a.started >= signalledAt),
+    { timeout: GRACE_MS, interval: 20, what: 'the closing server to refuse a new connection' })
   release()
   const slowAttempt = await slow
   const exit = await Promise.race([server.exited, sleep(GRACE_MS + 5000).then(() => null)])

@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { ConfigError, loadConfig } from '../lib/config.js'
 import { dedicatedEtcd } from './helpers/etcd.js'
 import { ensureBuilt, freePorts, logLines, startServer, tempDir, waitForReady, type ServerProcess } from './helpers/standalone.js'
+import { waitFor } from './helpers/wait.js'
 
 await ensureBuilt()
 
@@ -153,11 +154,10 @@ t.test('/health says the process is up; /ready says whether etcd answers', async
   t.equal(notReady.body.code, 8)
   t.same(await get('/health'), { status: 200, body: { status: 'ok' } }, 'but the process is up')
   await etcd.thaw()
-  let ready = 0
-  for (let i = 0; i < 80 && ready !== 200; i++) {
-    ready = (await get('/ready')).status
-    if (ready !== 200) await new Promise(resolve => setTimeout(resolve, 250))
-  }
+  const ready = await waitFor(async () => {
+    const { status } = await get('/ready')
+    return status === 200 && status
+  }, { timeout: 20_000, interval: 250, what: '/ready to answer 200 once etcd is thawed' })
   t.equal(ready, 200, 'ready again once etcd answers, without a restart')
   t.same(await get('/nowhere'), { status: 404, body: { message: 'no route GET /nowhere', code: 2 } }, 'unknown routes answer JSON')
 

@@ -339,6 +339,11 @@ class Tally {
     }
   }
 
+  /** Statuses of 500 and above, with their counts. */
+  serverErrors (): string[] {
+    return [...this.statuses].filter(([k]) => !k.includes(' ') && Number(k) >= 500).map(([k, n]) => `${k}: ${n}`)
+  }
+
   print (t: Test, title: string) {
     const line = (map: Map<string, number>, keys: string[]) => keys.map(k => `${k}: ${map.get(k)}`).join(', ')
     const keys = [...this.statuses.keys()].sort()
@@ -374,6 +379,7 @@ async function property<T> (t: Test, w: World, title: string, arbitrary: fc.Arbi
     if (problem !== undefined) throw new Error(problem)
   }), { numRuns: RUNS, seed: SEED })
   tally.print(t, `${title} (${Date.now() - began} ms)`)
+  t.same(tally.serverErrors(), [], `${title}: no 5xx`)
   if (details.failed) t.fail(`${title}:\n${fc.defaultReportMessage(details)}`)
   else t.pass(`${title}: ${details.numRuns} runs`)
   return tally
@@ -388,6 +394,7 @@ async function every (t: Test, w: World, title: string, attacks: Attack[]) {
     if (problem !== undefined) problems.push(problem)
   }
   tally.print(t, title)
+  t.same(tally.serverErrors(), [], `${title}: no 5xx`)
   t.strictSame(problems.slice(0, 3), [], `${title}: ${attacks.length} answers as the model says (${problems.length} not)`)
   return tally
 }
@@ -533,12 +540,6 @@ function forgedArb (w: World, realRevs: number[], current: number) {
 
 const world = await seedWorld(t, etcd)
 const allTokens = [...world.tokens.dev, ...world.tokens.bob, ...world.tokens.foreign]
-const totals = new Tally()
-const merge = (tally: Tally) => {
-  for (const [from, to] of [[tally.statuses, totals.statuses], [tally.reasons, totals.reasons]]) {
-    for (const [k, n] of from) to.set(k, (to.get(k) ?? 0) + n)
-  }
-}
 
 t.test('the world: real tokens of dev, of bob in dev, and of the neighbours', async t => {
   t.ok(world.tokens.dev.length >= 25 && world.tokens.bob.length >= 4 && world.tokens.foreign.length >= 8,
@@ -559,7 +560,7 @@ t.test('the world: real tokens of dev, of bob in dev, and of the neighbours', as
 
 t.test('every real token, as it is, by every caller at every limit', async t => {
   const attacks = allTokens.flatMap(token => CALLERS.flatMap(caller => [2, undefined].map(limit => ({ token, caller, limit }))))
-  merge(await every(t, world, 'real tokens', attacks))
+  await every(t, world, 'real tokens', attacks)
 })
 
 t.test('real tokens in non-canonical base64url: the same bytes, read or refused, never more', async t => {
@@ -572,26 +573,25 @@ t.test('real tokens in non-canonical base64url: the same bytes, read or refused,
     for (const c of ['A', '_']) attacks.push({ token: token + c, caller: 'bob', limit: 1 })
   }
   const tally = await every(t, world, 'non-canonical', attacks)
-  merge(tally)
   t.comment(`the server's choice for non-canonical tokens: ${[...tally.statuses].filter(([k]) => !k.includes(' ')).map(([k, n]) => `${k}: ${n}`).join(', ')}`)
 })
 
 t.test('real tokens with characters of their base64url text flipped, replaced, inserted or deleted', async t => {
   const arb = fc.tuple(fc.constantFrom(...allTokens), editsOf(oneChar, 7), callerArb, limitArb)
-  merge(await property(t, world, 'base64url text mutated', arb, ([token, edits, caller, limit]) => ({
+  await property(t, world, 'base64url text mutated', arb, ([token, edits, caller, limit]) => ({
     token: applyEdits([...token], edits, (c, bit) => String.fromCodePoint(c.codePointAt(0)! ^ (1 << bit))).join(''),
     caller,
     limit
-  })))
+  }))
 })
 
 t.test('real tokens with bytes of their JSON flipped, replaced, inserted or deleted, encoded again', async t => {
   const arb = fc.tuple(fc.constantFrom(...allTokens), editsOf(oneByte, 8), callerArb, limitArb)
-  merge(await property(t, world, 'JSON bytes mutated', arb, ([token, edits, caller, limit]) => ({
+  await property(t, world, 'JSON bytes mutated', arb, ([token, edits, caller, limit]) => ({
     token: Buffer.from(applyEdits([...Buffer.from(token, 'base64url')], edits, (b, bit) => b ^ (1 << bit))).toString('base64url'),
     caller,
     limit
-  })))
+  }))
 })
 
 t.test('real tokens truncated at every length, as text and as JSON', async t => {
@@ -602,7 +602,7 @@ t.test('real tokens truncated at every length, as text and as JSON', async t => 
     for (let n = 0; n < token.length; n++) attacks.push({ token: token.slice(0, n), caller: CALLERS[n % 3], limit: [2, undefined][n % 2] })
     for (let n = 0; n < bytes.length; n++) attacks.push({ token: bytes.subarray(0, n).toString('base64url'), caller: CALLERS[(n + 1) % 3], limit: [undefined, 1][n % 2] })
   }
-  merge(await every(t, world, 'truncated', attacks))
+  await every(t, world, 'truncated', attacks)
 })
 
 t.test('forged tokens: revisions, start keys, fields, encodings', async t => {
@@ -610,7 +610,6 @@ t.test('forged tokens: revisions, start keys, fields, encodings', async t => {
   const current = Number((await world.app.etcd.kv.range({ key: Buffer.from('\0') })).header.revision)
   const tally = await property(t, world, 'forged', fc.tuple(forgedArb(world, realRevs, current), callerArb, limitArb),
     ([token, caller, limit]) => ({ token, caller, limit }))
-  merge(tally)
   // The generator reaches each kind of answer, not only refusals.
   for (const kind of ['200 a position in dev/', '400 start outside dev/', '400 a revision etcd has not reached', '400 rev is not a positive integer']) {
     t.ok((tally.reasons.get(kind) ?? 0) > 0, `forged tokens include: ${kind} (${tally.reasons.get(kind) ?? 0})`)
@@ -639,7 +638,7 @@ t.test('a sweep: each forged revision, start and field set on real tokens, by ev
       `{"v":1,"rev":${rev},"start":"dev2/","start":${json(start)}}`, `{"v":1,"rev":${rev},"start":${json(start)},"start":"dev2/"}`)
   }
   const attacks = texts.flatMap(text => CALLERS.map((caller, i) => ({ token: encode(text), caller, limit: [2, undefined, 1][i] })))
-  merge(await every(t, world, 'sweep', attacks))
+  await every(t, world, 'sweep', attacks)
 })
 
 t.test('parameter pollution: two continue parameters, or one in another case', async t => {
@@ -651,11 +650,6 @@ t.test('parameter pollution: two continue parameters, or one in another case', a
     else t.ok(res.json().every((k: Key) => k.metadata.namespace === NS && world.dev.has(k.metadata.name)), 'only keys of dev')
     t.strictSame(world.foreign.filter(n => res.body.includes(n)), [], 'no key of another namespace named')
   }
-})
-
-t.test('totals', async t => {
-  totals.print(t, 'all answers on the shared etcd')
-  t.notOk(totals.statuses.has('500') || totals.statuses.has('503'), 'no 5xx')
 })
 
 // ---------------------------------------------------------------------------
