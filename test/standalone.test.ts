@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { connect, createServer } from 'node:net'
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { ConfigError, loadConfig } from '../lib/config.js'
+import { ConfigError, loadConfig } from '../lib/server/config.js'
 import { dedicatedEtcd } from './helpers/etcd.js'
 import { ensureBuilt, freePorts, logLines, startServer, tempDir, waitForReady, type ServerProcess } from './helpers/standalone.js'
 

@@ -9,7 +9,7 @@ import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
-import { ETCD_COMPACTION_FLAGS, findOnPath } from '../../lib/embedded-etcd.js'
+import { ETCD_COMPACTION_FLAGS, findOnPath } from '../../lib/server/embedded-etcd.js'
 import {
   GenericContainer,
   getContainerRuntimeClient,

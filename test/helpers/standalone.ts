@@ -1,4 +1,4 @@
-// The standalone server (`node dist/cli.js`, what `npm start` runs) as a child process, for the
+// The standalone server (`node dist/server/cli.js`, what `npm start` runs) as a child process, for the
 // tests that run it as a user would: free ports, readiness, HTTP(S) requests, a bounded stop.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
@@ -11,12 +11,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { findOnPath } from '../../lib/embedded-etcd.js'
+import { findOnPath } from '../../lib/server/embedded-etcd.js'
 
 export { findOnPath }
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url))
-export const CLI = join(REPO, 'dist', 'cli.js')
+export const CLI = join(REPO, 'dist', 'server', 'cli.js')
 
 /** Children still running when this process exits are killed (setpriv also covers a SIGKILLed test). */
 const running = new Set<ChildProcess>()
@@ -36,13 +36,13 @@ export function spawnOwned (command: string, args: string[], options: Parameters
   return child
 }
 
-/** Builds dist/ when dist/cli.js is missing or older than a file of lib/; one build at a time across test processes. */
+/** Builds dist/ when dist/server/cli.js is missing or older than a file of lib/; one build at a time across test processes. */
 export async function ensureBuilt (): Promise<void> {
   const stale = () => {
     let built = 0
     try { built = statSync(CLI).mtimeMs } catch {}
     const lib = join(REPO, 'lib')
-    return readdirSync(lib).some(file => statSync(join(lib, file)).mtimeMs > built)
+    return readdirSync(lib, { recursive: true }).some(file => statSync(join(lib, String(file))).mtimeMs > built)
   }
   if (!stale()) return
   const lock = join(tmpdir(), `fastify-etcd-apikeys-build-${Buffer.from(REPO).toString('base64url')}.lock`)
@@ -100,7 +100,7 @@ export interface ServerProcess {
 }
 
 /**
- * Starts `node dist/cli.js` with `env` and nothing else of this process's environment but PATH
+ * Starts `node dist/server/cli.js` with `env` and nothing else of this process's environment but PATH
  * and HOME, so that an ETCD_ENDPOINTS meant for the tests' etcd does not leak in.
  */
 export function startServer (env: Record<string, string>, cwd = REPO): ServerProcess {
@@ -214,9 +214,9 @@ export function logLines (output: string): Array<Record<string, any>> {
   })
 }
 
-export const CHECK_CONSISTENCY_CLI = join(REPO, 'dist', 'check-consistency.js')
+export const CHECK_CONSISTENCY_CLI = join(REPO, 'dist', 'tools', 'check-consistency.js')
 
-/** Runs `node dist/check-consistency.js` (what `npm run check-consistency` runs) to its end. */
+/** Runs `node dist/tools/check-consistency.js` (what `npm run check-consistency` runs) to its end. */
 export async function runCheckConsistency (env: Record<string, string>, args: string[] = []): Promise<{ code: number | null, stdout: string, stderr: string }> {
   const run = startProcess(process.execPath, [CHECK_CONSISTENCY_CLI, ...args], { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? tmpdir(), ...env })
   const { code } = await run.exited

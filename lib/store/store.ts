@@ -7,16 +7,16 @@ import {
   type IKeyValue, type IRangeResponse, type PutBuilder
 } from 'etcd3'
 import { isBrokenCircuitError } from 'cockatiel'
-import { EtcdKeys, rangeEnd } from './etcd-keys.js'
+import { EtcdKeys, rangeEnd } from './key-builder.js'
 import { WatchCache, type CacheStatus, type WatchCacheOptions } from './cache.js'
 import { decodeContinueToken, encodeContinueToken } from './continue-token.js'
-import { settleBy } from './deadline.js'
-import { IDEMPOTENCY_TTL_SECONDS } from './idempotency.js'
+import { settleBy } from '../http/deadline.js'
+import { IDEMPOTENCY_TTL_SECONDS } from '../keys/idempotency.js'
 import {
   CredentialRevokedError, EtcdNoSpaceError, EtcdUnavailableError, FutureRevisionError, IdempotencyEntryExistsError, KeyExistsError,
   KeyNotFoundError, RevisionCompactedError, RevokedUsernameError
-} from './errors.js'
-import type { ApiKey } from './schemas.js'
+} from '../http/errors.js'
+import type { ApiKey } from '../keys/schemas.js'
 
 /** A key as etcd holds it: the resource and the SHA-256 digest of its secret. */
 interface StoredRecord extends ApiKey {

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto'
-import { InvalidArgumentError } from './errors.js'
+import { InvalidArgumentError } from '../http/errors.js'
 
 /**
  * `Idempotency-Key` on a create (draft-ietf-httpapi-idempotency-key-header): a client that lost

@@ -3,7 +3,7 @@ import type { TSchema } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import { ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
 import { InvalidArgumentError } from './errors.js'
-import { NAME_PATTERN } from './schemas.js'
+import { NAME_PATTERN } from '../keys/schemas.js'
 
 /** `/metadata/labels/a~1b` → `metadata.labels.a/b`, cut short so a message stays a message. */
 function fieldName (path: string): string {

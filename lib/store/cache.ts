@@ -1,7 +1,7 @@
 import sortedBtree from 'sorted-btree'
 import type { Etcd3, IDuplexStream, IKeyValue, IRangeResponse, IWatchRequest, IWatchResponse } from 'etcd3'
-import { rangeEnd } from './etcd-keys.js'
-import { settleBy } from './deadline.js'
+import { rangeEnd } from './key-builder.js'
+import { settleBy } from '../http/deadline.js'
 
 /**
  * An in-process copy of every key under the plugin's prefix, kept exact by an etcd watch, from

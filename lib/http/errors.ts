@@ -1,6 +1,6 @@
 import createError, { type FastifyErrorConstructor } from '@fastify/error'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { InvalidContinueTokenError } from './continue-token.js'
+import { InvalidContinueTokenError } from '../store/continue-token.js'
 
 // Typed errors of the store. They say what happened in etcd; `toHttpError` is the one place that
 // turns them into answers.

@@ -9,22 +9,22 @@ import { TypeCompiler } from '@sinclair/typebox/compiler'
 import {
   ApiKey, ApiKeyParams, CreateApiKeyBody, CreatedApiKey, ErrorBody, ListQuery, NamespaceParams, PatchApiKeyBody,
   RevokeAllAnswer, RevokeAllQuery
-} from './schemas.js'
-import type { Action, Authorize, Caller } from './auth.js'
+} from '../keys/schemas.js'
+import type { Action, Authorize, Caller } from '../keys/authorization.js'
 import {
   ConflictError, ForbiddenError, IdempotencyEntryExistsError, InvalidArgumentError, KeyNotFoundError, KeyTooLargeError, MethodNotAllowedError, UnauthenticatedError,
   UnsupportedMediaTypeError, TooManyRequestsError, VersionMismatchError, WriteLimitError, sendError, sendRouteNotFound
 } from './errors.js'
 import { WriteLimiter } from './write-limit.js'
-import { authFailureGuard } from './brute-force.js'
+import { authFailureGuard } from './failure-limit.js'
 import {
   idempotencyEntryId, openIdempotencyEntry, parseIdempotencyKey, requestFingerprint, sealIdempotencyEntry
-} from './idempotency.js'
-import { digestSecret, generateSecret } from './secrets.js'
+} from '../keys/idempotency.js'
+import { digestSecret, generateSecret } from '../keys/secrets.js'
 import { requestDeadline } from './deadline.js'
-import { typeBoxValidatorCompiler, firstProblem } from './validation.js'
-import type { ApiKeyStore, StoredKey } from './store.js'
-import type { ResolvedOptions } from './options.js'
+import { typeBoxValidatorCompiler, firstProblem } from './validator.js'
+import type { ApiKeyStore, StoredKey } from '../store/store.js'
+import type { ResolvedOptions } from '../options.js'
 
 export interface RoutesOptions {
   store: ApiKeyStore

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import type { Deadline } from './store.js'
+import type { Deadline } from '../store/store.js'
 import { EtcdUnavailableError } from './errors.js'
 
 const deadlines = new WeakMap<FastifyRequest, number>()

@@ -7,8 +7,8 @@ import { join } from 'node:path'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { IOptions } from 'etcd3'
 import swagger from '@fastify/swagger'
-import apiKeys, { anyOf, apiKeyAuth, bearerTokens } from './index.js'
-import { RETRY_AFTER_SECONDS, sendError, sendRouteNotFound, sensuCode } from './errors.js'
+import apiKeys, { anyOf, apiKeyAuth, bearerTokens } from '../index.js'
+import { RETRY_AFTER_SECONDS, sendError, sendRouteNotFound, sensuCode } from '../http/errors.js'
 import type { ServerConfig } from './config.js'
 
 export interface AdminToken {

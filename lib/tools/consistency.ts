@@ -3,9 +3,9 @@
 // digest. The plugin never makes them (a record and its entry change in one transaction); a hand
 // edit, a partial restore or a bug can.
 import { GRPCOutOfRangeError, type Etcd3, type IKeyValue, type IRangeResponse } from 'etcd3'
-import { EtcdKeys, rangeEnd } from './etcd-keys.js'
-import { defaults } from './options.js'
-import { maxKeyBytes, readBatchFor } from './store.js'
+import { EtcdKeys, rangeEnd } from '../store/key-builder.js'
+import { defaults } from '../options.js'
+import { maxKeyBytes, readBatchFor } from '../store/store.js'
 
 export type OrphanKind =
   /** A record whose digest entry is missing. Repaired: the entry is written again. */
