@@ -1,5 +1,6 @@
 import { Etcd3, type IOptions } from 'etcd3'
-import type { Authenticate, Authorize } from './keys/authorization.js'
+import type { Authorize } from './keys/authorization.js'
+import type { Authenticate } from './http/authenticators.js'
 import type { AuthFailureLimit } from './http/failure-limit.js'
 import type { WriteLimit } from './http/write-limit.js'
 

@@ -5,10 +5,10 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import { join } from 'node:path'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
-import type { IOptions } from 'etcd3'
 import swagger from '@fastify/swagger'
 import apiKeys, { anyOf, apiKeyAuth, bearerTokens } from '../index.js'
-import { RETRY_AFTER_SECONDS, sendError, sendRouteNotFound, sensuCode } from '../http/errors.js'
+import { RETRY_AFTER_SECONDS, replyErrorsInSensuShape, sendError, sensuCode } from '../http/errors.js'
+import { etcdClientOptions } from './etcd-client.js'
 import type { ServerConfig } from './config.js'
 
 export interface AdminToken {
@@ -58,21 +58,6 @@ function clientErrorHandler (this: FastifyInstance, err: NodeJS.ErrnoException, 
   socket.destroy()
 }
 
-export function etcdClientOptions (config: ServerConfig, endpoints: string[]): IOptions {
-  const { etcdTls, etcdAuth } = config
-  return {
-    hosts: endpoints,
-    ...(etcdTls && {
-      credentials: {
-        rootCertificate: etcdTls.caFile === undefined ? Buffer.alloc(0) : readFileSync(etcdTls.caFile),
-        ...(etcdTls.certFile !== undefined && { certChain: readFileSync(etcdTls.certFile) }),
-        ...(etcdTls.keyFile !== undefined && { privateKey: readFileSync(etcdTls.keyFile) })
-      }
-    }),
-    ...(etcdAuth && { auth: etcdAuth })
-  }
-}
-
 /** What an etcd alarm means for this server, and what the operator does about it. */
 function alarmMessage (alarm: string): string {
   return alarm === 'NOSPACE'
@@ -117,8 +102,7 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
   if (admin.file !== undefined) app.log.info({ file: admin.file }, 'the admin bearer token is kept in this file (mode 0600)')
 
   app.addHook('onSend', async (request, reply) => { reply.header('x-request-id', request.id) })
-  app.setErrorHandler(sendError)
-  app.setNotFoundHandler(sendRouteNotFound)
+  replyErrorsInSensuShape(app)
 
   // The OpenAPI document, made from the routes' TypeBox schemas: GET /openapi.json.
   await app.register(swagger, {

@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util'
 import { Etcd3 } from 'etcd3'
 import { ConfigError, loadConfig, type ServerConfig } from '../server/config.js'
 import { EtcdNotFoundError, startEmbeddedEtcd, type EmbeddedEtcd } from '../server/embedded-etcd.js'
-import { etcdClientOptions } from '../server/server.js'
+import { etcdClientOptions } from '../server/etcd-client.js'
 import { describeError, silenceTlsIpWarning } from '../server/command-line.js'
 import { abbreviateDigest, checkConsistency, repairOrphans, type ConsistencyReport, type Orphan, type Repair } from './consistency.js'
 
