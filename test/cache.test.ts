@@ -135,7 +135,7 @@ t.test('while the watch is down, the cache serves nothing: reads go to etcd', as
   t.ok(reads(b).etcd > before.etcd, 'the read went to etcd')
 
   await etcd.start()
-  // b's client waits out its circuit breaker (5 s) before it sends to etcd again.
+  // b's client waits out its circuit breaker (1 s: BREAKER_HALF_OPEN_AFTER in lib/store/client-policy.ts) before it sends to etcd again.
   let back = await verify(keys[1])
   for (let i = 0; i < 100 && back.statusCode === 503; i++) {
     await sleep(150)

@@ -43,8 +43,8 @@ export function apiKeyAuth (options: { admins?: string[] } = {}): Authenticate {
   return async (request) => {
     const secret = credentialsOf(request, 'Key')
     if (secret === null) return null
-    const key = await request.server.apiKeys.verify(secret, request)
-    return key && { username: key.username, admin: admins.has(key.username), ...(key.expires_at !== undefined && { expiresAt: key.expires_at }) }
+    const apiKey = await request.server.apiKeys.verify(secret, request)
+    return apiKey && { username: apiKey.username, admin: admins.has(apiKey.username), ...(apiKey.expires_at !== undefined && { expiresAt: apiKey.expires_at }) }
   }
 }
 

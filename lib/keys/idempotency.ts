@@ -80,7 +80,7 @@ export interface IdempotencyEntry {
   secret: string
 }
 
-function keyFor (idempotencyKey: string, salt: Buffer): Buffer {
+function cipherKeyFor (idempotencyKey: string, salt: Buffer): Buffer {
   return Buffer.from(hkdfSync('sha256', Buffer.from(idempotencyKey, 'utf8'), salt, HKDF_INFO, 32))
 }
 
@@ -91,7 +91,7 @@ export function sealIdempotencyEntry (
 ): string {
   const salt = randomBytes(16)
   const iv = randomBytes(12)
-  const cipher = createCipheriv('aes-256-gcm', keyFor(idempotencyKey, salt), iv)
+  const cipher = createCipheriv('aes-256-gcm', cipherKeyFor(idempotencyKey, salt), iv)
   cipher.setAAD(Buffer.from(entryId, 'utf8'))
   const secret = Buffer.concat([cipher.update(created.secret, 'utf8'), cipher.final()])
   const entry: StoredEntry = {
@@ -110,7 +110,7 @@ export function sealIdempotencyEntry (
 export function openIdempotencyEntry (idempotencyKey: string, entryId: string, stored: string): IdempotencyEntry {
   const entry = JSON.parse(stored) as StoredEntry
   if (entry.v !== 1) throw new Error(`idempotency entry of unknown version ${String(entry.v)}`)
-  const decipher = createDecipheriv('aes-256-gcm', keyFor(idempotencyKey, Buffer.from(entry.salt, 'base64url')), Buffer.from(entry.iv, 'base64url'))
+  const decipher = createDecipheriv('aes-256-gcm', cipherKeyFor(idempotencyKey, Buffer.from(entry.salt, 'base64url')), Buffer.from(entry.iv, 'base64url'))
   decipher.setAAD(Buffer.from(entryId, 'utf8'))
   decipher.setAuthTag(Buffer.from(entry.tag, 'base64url'))
   const secret = Buffer.concat([decipher.update(Buffer.from(entry.secret, 'base64url')), decipher.final()]).toString('utf8')

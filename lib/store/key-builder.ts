@@ -71,9 +71,9 @@ export class EtcdKeys {
   }
 
   /** A key relative to `records`, as continue tokens carry it. */
-  relativeToRecords (key: string): string {
-    if (!key.startsWith(this.records)) throw new Error(`key outside ${this.records}`)
-    return key.slice(this.records.length)
+  relativeToRecords (etcdKey: string): string {
+    if (!etcdKey.startsWith(this.records)) throw new Error(`key outside ${this.records}`)
+    return etcdKey.slice(this.records.length)
   }
 }
 

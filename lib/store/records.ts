@@ -36,7 +36,7 @@ const MAX_READ_BATCH = 500
 
 /**
  * Keys per range read, so that a read of the largest keys stays under the client's answer limit
- * (`receiveBytes`, gRPC's 4 MiB by default): three quarters of it, for the framing and the names.
+ * (`receiveBytes`, gRPC's GRPC_DEFAULT_RECEIVE_BYTES by default): three quarters of it, for the framing and the names.
  */
 export function readBatchFor (keyBytes: number, receiveBytes = GRPC_DEFAULT_RECEIVE_BYTES): number {
   return Math.max(1, Math.min(MAX_READ_BATCH, Math.floor(receiveBytes * 3 / 4 / keyBytes)))

@@ -22,7 +22,7 @@ const IDEMPOTENCY_LEASE_REUSE_SECONDS = 60
 export interface StoreOptions {
   attemptTimeout?: number
   maxKeyBytes?: number
-  /** The largest answer the client takes (its grpc.max_receive_message_length); default gRPC's 4 MiB. */
+  /** The largest answer the client takes (its grpc.max_receive_message_length); default gRPC's (GRPC_DEFAULT_RECEIVE_BYTES). */
   receiveBytes?: number
   /** Serve reads from a watch-fed cache; each etcd call it makes has `callTimeout` ms. */
   cache?: { callTimeout: number, log: CacheLog }

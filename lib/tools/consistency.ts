@@ -65,7 +65,7 @@ export interface Repair {
 export interface ConsistencyOptions {
   /** Milliseconds for each etcd call. Default 5000. */
   callTimeout?: number
-  /** Records per range read. Default: as many of the largest records as stay under gRPC's 4 MiB answers. */
+  /** Records per range read. Default: as many of the largest records as stay under gRPC's default answer limit (GRPC_DEFAULT_RECEIVE_BYTES). */
   recordBatch?: number
   /** Digest entries (a few dozen bytes each) per range read. Default 500. */
   digestBatch?: number
