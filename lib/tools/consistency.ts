@@ -8,6 +8,7 @@ import { readBatchFor } from '../store/records.js'
 import { scanBatches } from '../store/scan.js'
 import { inParallel } from '../store/concurrency.js'
 import { maxKeyBytes } from '../keys/strategy.js'
+import { parseQualifiedName } from '../keys/names.js'
 import { defaults } from '../options.js'
 
 export type OrphanKind =
@@ -272,7 +273,7 @@ function recordRef (keys: EtcdKeys, kv: IKeyValue): RecordRef {
     if (typeof value.key_sha256 === 'string' && HEX_DIGEST.test(value.key_sha256)) digest = value.key_sha256
   } catch {}
   // A key deeper or shallower than <namespace>/<name> is no record the API can reach.
-  if (path.split('/').length !== 2) digest = undefined
+  if (!path.includes('/') || parseQualifiedName(path).name.includes('/')) digest = undefined
   return { path, revision: Number(kv.mod_revision), lease: String(kv.lease), digest }
 }
 
