@@ -1,4 +1,4 @@
-# The standalone server (`node dist/cli.js`) as a small image that runs as a non-root user.
+# The standalone server (`node dist/server/cli.js`) as a small image that runs as a non-root user.
 #
 # Targets:
 #   runtime (the default, last): builds from source in the `build` stage, with npm ci, so it needs
@@ -35,7 +35,7 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["node", "-e", "process.exitCode=1;fetch('http://127.0.0.1:8080/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # Also replaces the entrypoint of upstream node images. node handles SIGTERM itself (close-with-grace).
-ENTRYPOINT ["node", "dist/cli.js"]
+ENTRYPOINT ["node", "dist/server/cli.js"]
 
 # Host-built files. The wildcard lets this stage build from a context without prebuilt/ (the repo,
 # building `runtime` with the legacy builder); package.json is named so that COPY has a source.

@@ -5,9 +5,10 @@ import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import ts from 'typescript'
 import type { Etcd3 } from 'etcd3'
-import type { EtcdKeys } from '../lib/etcd-keys.js'
-import type { EtcdCredentials } from '../lib/embedded-etcd.js'
-import { REPO, freePorts, startProcess, waitForReady } from '../test/helpers/standalone.js'
+import type { EtcdKeys } from '../lib/store/key-builder.js'
+import type { EtcdCredentials } from '../lib/server/embedded-etcd.js'
+import { freePorts } from '../lib/server/etcd-process.js'
+import { REPO, startProcess, waitForReady } from '../dev/processes.js'
 import type { BenchKey } from './fixtures.js'
 import type { RawOperations } from './raw.js'
 
@@ -154,7 +155,7 @@ export const ADMIN_TOKEN = randomBytes(24).toString('base64url')
  * and waits until it is ready.
  */
 export async function startBenchServer (options: { script: string, repo: string, endpoints: string[], etcdAuth?: EtcdCredentials, root: string, dataDir: string, logLevel: string }): Promise<BenchServer> {
-  const [port] = await freePorts(1)
+  const [port] = await freePorts(1, '127.0.0.1')
   const url = `http://127.0.0.1:${port}`
   // For a profile of the server: BENCH_SERVER_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
   const nodeArgs = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? []

@@ -2,8 +2,8 @@
 // benchmark find the same data and loading 100,000 keys takes seconds rather than minutes.
 import { randomBytes, randomUUID } from 'node:crypto'
 import type { Etcd3, IRequestOp } from 'etcd3'
-import { EtcdKeys } from '../lib/etcd-keys.js'
-import { digestSecret, generateSecret } from '../lib/secrets.js'
+import { EtcdKeys } from '../lib/store/key-builder.js'
+import { digestSecret, generateSecret } from '../lib/keys/secrets.js'
 
 export const KEY_PREFIX = 'sak_'
 /** The username every benchmark key acts as: the admin, so that no policy filters a list. */

@@ -1,7 +1,7 @@
 // The operations of the API done with the etcd3 client alone, each of the same shape as
 // lib/store.ts does it: what the fastest possible API would cost.
 import type { Etcd3 } from 'etcd3'
-import { EtcdKeys, rangeEnd } from '../lib/etcd-keys.js'
+import { EtcdKeys, rangeEnd } from '../lib/store/key-builder.js'
 import { newBenchKey, recordValue, type BenchKey } from './fixtures.js'
 
 export class RawOperations {

@@ -9,9 +9,10 @@ import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Etcd3 } from 'etcd3'
-import { EtcdKeys, rangeEnd } from '../lib/etcd-keys.js'
-import { startEmbeddedEtcd, type EmbeddedEtcd } from '../lib/embedded-etcd.js'
-import { REPO, ensureBuilt, freePorts } from '../test/helpers/standalone.js'
+import { EtcdKeys, rangeEnd } from '../lib/store/key-builder.js'
+import { startEmbeddedEtcd, type EmbeddedEtcd } from '../lib/server/embedded-etcd.js'
+import { freePorts } from '../lib/server/etcd-process.js'
+import { REPO, ensureBuilt } from '../dev/processes.js'
 import {
   ADMIN_TOKEN, NAMESPACES, OPERATIONS, SettingsError, loadSettings, startBenchServer, transpileServer,
   type BenchContext, type BenchServer, type Namespace, type Section
@@ -55,7 +56,7 @@ async function main () {
   // The servers run this repository's dist/, or that of another checkout (to compare builds).
   const serverRepo = process.env.BENCH_SERVER_REPO || REPO
   if (serverRepo === REPO) await ensureBuilt()
-  if (!existsSync(join(serverRepo, 'dist', 'server.js'))) throw new Error(`no ${join(serverRepo, 'dist', 'server.js')}: build it first`)
+  if (!['server/server.js', 'server.js'].some(file => existsSync(join(serverRepo, 'dist', file)))) throw new Error(`no ${join(serverRepo, 'dist', 'server', 'server.js')}: build it first`)
 
   const resultsFolder = join(REPO, 'bench', 'results')
   mkdirSync(resultsFolder, { recursive: true })
@@ -66,7 +67,7 @@ async function main () {
     let embedded: EmbeddedEtcd | undefined
     const external = process.env.ETCD_ENDPOINTS
     if (external === undefined || external === '') {
-      const [clientPort, peerPort] = await freePorts(2)
+      const [clientPort, peerPort] = await freePorts(2, '127.0.0.1')
       embedded = await startEmbeddedEtcd({ dataDir: join(dir, 'etcd'), clientPort, peerPort, logFile: join(dir, 'etcd.log') })
       cleanups.push(() => embedded?.stop())
       log(`etcd started, pid ${embedded.pid}, ${embedded.endpoints[0]}`)

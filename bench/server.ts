@@ -2,17 +2,20 @@
 // environment variables), plus one protected route that authenticates `Authorization: Key
 // <secret>` through fastify.apiKeys.verify, as a host's own route would. bench/run.ts transpiles
 // this file and starts it as a separate process; BENCH_REPO names the repository whose dist/ it runs.
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 
-type ServerModule = typeof import('../lib/server.js')
-type ConfigModule = typeof import('../lib/config.js')
+type ServerModule = typeof import('../lib/server/server.js')
+type ConfigModule = typeof import('../lib/server/config.js')
 
 const repo = process.env.BENCH_REPO
 if (repo === undefined) throw new Error('BENCH_REPO must name the repository whose dist/ to run')
 const dist = (file: string) => pathToFileURL(join(repo, 'dist', file)).href
-const { buildServer } = await import(dist('server.js')) as ServerModule
-const { loadConfig } = await import(dist('config.js')) as ConfigModule
+// dist/server/ since the standalone server has its folder; dist/ itself in older builds (to compare).
+const serverDir = existsSync(join(repo, 'dist', 'server', 'server.js')) ? 'server' : '.'
+const { buildServer } = await import(dist(join(serverDir, 'server.js'))) as ServerModule
+const { loadConfig } = await import(dist(join(serverDir, 'config.js'))) as ConfigModule
 
 const config = loadConfig(process.env)
 const app = await buildServer(config, config.etcdEndpoints ?? [])

@@ -1,18 +1,21 @@
+// The plugin's entry: options checked and defaulted (options.ts), the store made and connected,
+// the decorators, and the routes registered. It ties the layers together: lib/http (routes),
+// lib/keys (the key rules), lib/store (etcd).
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { Etcd3, type IOptions } from 'etcd3'
-import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop } from 'cockatiel'
-import { isRecoverableError } from 'etcd3'
+import type { Etcd3 } from 'etcd3'
 import { resolveOptions, type ApiKeysOptions } from './options.js'
-import { ApiKeyStore, isNoSpace, maxKeyBytes, type StoredKey } from './store.js'
-import { raisedAlarms } from './etcd-alarms.js'
-import { apiKeyRoutes } from './routes.js'
-import { defaultAuthorize, type Caller } from './auth.js'
-import { digestSecret, isWellFormedSecret } from './secrets.js'
-import { requestDeadline } from './deadline.js'
-import { EtcdUnavailableError } from './errors.js'
-import type { ApiKey } from './schemas.js'
-import type { CacheStatus } from './cache.js'
+import { ApiKeyStore, type StoredKey } from './store/store.js'
+import { storeClient } from './store/client-policy.js'
+import { EtcdUnavailableError } from './store/errors.js'
+import { raisedAlarms } from './store/alarms.js'
+import type { CacheStatus } from './store/cache/watch-cache.js'
+import { apiKeyRoutes } from './http/routes/index.js'
+import { requestDeadline } from './http/deadline.js'
+import { defaultAuthorize, type Caller } from './keys/authorization.js'
+import { digestSecret, isWellFormedSecret } from './keys/secrets.js'
+import { maxKeyBytes } from './keys/strategy.js'
+import type { ApiKey } from './keys/schemas.js'
 
 /** What the plugin decorates the Fastify instance with, as `fastify.apiKeys`. */
 export interface ApiKeys {
@@ -49,66 +52,12 @@ declare module 'fastify' {
   }
 }
 
-/**
- * etcd3 retries a failed call up to 3 times, all within the one deadline of the call, so a call
- * sent to a member that died hangs until that deadline and its retries find no time left. The
- * plugin's own client makes one attempt per call (cockatiel's noop) and the store retries. Each
- * member keeps a circuit breaker (3 failures in a row stop calls to it), as etcd3's own, but one
- * that half-opens after 1 s, not 5: while a cluster elects a leader, the live members time out
- * too, and with etcd3's 5 s every breaker stayed open seconds after the election was over. A write
- * refused for want of space (NOSPACE) is no failure of the member: it answers reads as before.
- */
-function withOwnRetries (options: IOptions): IOptions {
-  return {
-    ...options,
-    faultHandling: {
-      host: () => circuitBreaker(handleWhen(err => isRecoverableError(err) && !isNoSpace(err)), { halfOpenAfter: BREAKER_HALF_OPEN_AFTER, breaker: new ConsecutiveBreaker(3) }),
-      ...options.faultHandling,
-      global: noop
-    }
-  }
-}
-
-/** How long a member's circuit stays open before one call may try it again. */
-const BREAKER_HALF_OPEN_AFTER = 1000
-
-/**
- * The largest answer the plugin's own client takes (gRPC's default is 4 MiB): a page of 100 of the
- * largest keys is one range read, not three (see the store's readBatch).
- */
-const OWN_CLIENT_RECEIVE_BYTES = 64 * 1024 * 1024
-const RECEIVE_LIMIT = 'grpc.max_receive_message_length'
-
-/** The receive limit of a client's options: its own setting, or gRPC's default. */
-function receiveLimitOf (options: IOptions): number {
-  const set = options.grpcOptions?.[RECEIVE_LIMIT]
-  return typeof set === 'number' && set > 0 ? set : 4 * 1024 * 1024
-}
-
-/**
- * A fifth of the request's budget, never below 500 ms. A member that does not answer fails at most
- * three attempts before its circuit opens, so a fourth always has time to reach a live member.
- */
-function attemptTimeoutFor (requestTimeout: number): number {
-  return Math.min(requestTimeout, Math.max(500, Math.floor(requestTimeout / 5)))
-}
-
 async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOptions) {
   const settings = resolveOptions(opts)
-  const owned = !(settings.etcd instanceof Etcd3)
-  // The store makes the attempts of a client the plugin made (see withOwnRetries). A host's
-  // client, or one given its own retry policy, gets one attempt with the whole deadline.
-  const storeRetries = !(settings.etcd instanceof Etcd3) && settings.etcd.faultHandling?.global === undefined
-  const ownOptions = settings.etcd instanceof Etcd3
-    ? undefined
-    : { ...settings.etcd, grpcOptions: { [RECEIVE_LIMIT]: OWN_CLIENT_RECEIVE_BYTES, ...settings.etcd.grpcOptions } }
-  const client = ownOptions === undefined
-    ? settings.etcd as Etcd3
-    : new Etcd3(storeRetries ? withOwnRetries(ownOptions) : ownOptions)
+  const { client, owned, attemptTimeout, receiveBytes } = storeClient(settings.etcd, settings.requestTimeout)
   const store = new ApiKeyStore(client, settings.root, {
-    attemptTimeout: storeRetries ? attemptTimeoutFor(settings.requestTimeout) : undefined,
-    // A host's client: what it was made with is not known, so gRPC's default.
-    receiveBytes: ownOptions === undefined ? undefined : receiveLimitOf(ownOptions),
+    attemptTimeout,
+    receiveBytes,
     maxKeyBytes: maxKeyBytes(settings.bodyLimit),
     cache: settings.cache ? { callTimeout: settings.requestTimeout, log: fastify.log } : undefined
   })
@@ -138,16 +87,16 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
       const found = await store.findByDigest(digestSecret(secret), requestDeadline(request, settings.requestTimeout))
       if (found === null) return null
       // The guarantee of expires_at, to the second: etcd's lease removes the key only eventually.
-      if (found.key.expires_at !== undefined && Date.now() / 1000 >= found.key.expires_at) return null
+      if (found.apiKey.expires_at !== undefined && Date.now() / 1000 >= found.apiKey.expires_at) return null
       if (request !== undefined) credentials.set(request, found)
-      return found.key
+      return found.apiKey
     },
     async revokeAllOf (username) {
       if (typeof username !== 'string' || username === '') throw new TypeError('revokeAllOf: username must be a non-empty string')
-      return await store.revokeAllOf(username, { ...requestDeadline(undefined, settings.requestTimeout), batchTimeout: settings.requestTimeout })
+      return await store.revokeAllOf(username, { deadline: requestDeadline(undefined, settings.requestTimeout), batchTimeout: settings.requestTimeout })
     },
     async ping (timeout = settings.requestTimeout) {
-      await store.ping({ deadline: Date.now() + timeout })
+      await store.ping(Date.now() + timeout)
     },
     alarms: async (timeout = settings.requestTimeout) => await raisedAlarms(client, Date.now() + timeout),
     etcd: client,
@@ -169,13 +118,18 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
 export const fastifyEtcdApiKeysPlugin = fp(fastifyEtcdApiKeys, { name: 'fastify-etcd-apikeys', fastify: '5.x' })
 export default fastifyEtcdApiKeysPlugin
 
-export { bearerTokens, apiKeyAuth, anyOf, defaultAuthorize } from './auth.js'
-export type { Caller, Authenticate, Authorize, AuthorizeContext, Action } from './auth.js'
+export { bearerTokens, apiKeyAuth, anyOf, type Authenticate } from './http/authenticators.js'
+export { defaultAuthorize } from './keys/authorization.js'
+export type { Caller, Authorize, AuthorizeContext, Action } from './keys/authorization.js'
 export type { ApiKeysOptions } from './options.js'
 export { defaults } from './options.js'
-export * as schemas from './schemas.js'
-export type { ApiKey, CreatedApiKey, CreateApiKeyBody, PatchApiKeyBody, ErrorBody } from './schemas.js'
-export { encodeContinueToken, decodeContinueToken, type ContinueToken } from './continue-token.js'
-export { generateSecret, isWellFormedSecret, digestSecret } from './secrets.js'
-export * from './errors.js'
-export type { CacheStatus } from './cache.js'
+export * as schemas from './keys/schemas.js'
+export type { ApiKey, CreatedApiKey, CreateApiKeyBody, PatchApiKeyBody, ErrorBody } from './keys/schemas.js'
+export { encodeContinueToken, decodeContinueToken, type ContinueToken } from './store/continue-token.js'
+export { generateSecret, isWellFormedSecret, digestSecret } from './keys/secrets.js'
+export {
+  InvalidArgumentError, UnauthenticatedError, ForbiddenError, NotFoundError, MethodNotAllowedError, UnsupportedMediaTypeError,
+  ConflictError, KeyTooLargeError, TooManyRequestsError, WriteLimitError, ContinueExpiredError, PreconditionFailedError,
+  UnavailableError, OutOfSpaceError, InternalError, errorCodes
+} from './http/errors.js'
+export type { CacheStatus } from './store/cache/watch-cache.js'

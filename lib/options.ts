@@ -1,7 +1,8 @@
 import { Etcd3, type IOptions } from 'etcd3'
-import type { Authenticate, Authorize } from './auth.js'
-import type { AuthFailureLimit } from './brute-force.js'
-import type { WriteLimit } from './write-limit.js'
+import type { Authorize } from './keys/authorization.js'
+import type { Authenticate } from './http/authenticators.js'
+import type { AuthFailureLimit } from './http/failure-limit.js'
+import type { WriteLimit } from './http/write-limit.js'
 
 export interface ApiKeysOptions {
   /** etcd client options, or an Etcd3 client the host already has (the plugin closes only its own). */

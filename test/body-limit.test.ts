@@ -9,7 +9,7 @@ import { Etcd3 } from 'etcd3'
 import { sharedEtcd } from './helpers/etcd.js'
 import { ADMIN_TOKEN, BASE, adminAuth, buildApp, uniqueRoot, type TestApp } from './helpers/app.js'
 import { ensureBuilt, freePorts, startProcess, startServer, tempDir, waitForReady } from './helpers/standalone.js'
-import { LINGER_MAX_BYTES, LINGER_MAX_MS } from '../lib/lingering-close.js'
+import { LINGER_MAX_BYTES, LINGER_MAX_MS } from '../lib/http/lingering-close.js'
 
 const etcd = await sharedEtcd()
 t.teardown(() => etcd.close())

@@ -133,7 +133,7 @@ t.test('while the watch is down, the cache serves nothing: reads go to etcd', as
   t.ok(reads(b).etcd > before.etcd, 'the read went to etcd')
 
   await etcd.start()
-  // b's client waits out its circuit breaker (it half-opens after 1 s) before it sends to etcd again.
+  // b's client waits out its circuit breaker (1 s: BREAKER_HALF_OPEN_AFTER in lib/store/client-policy.ts) before it sends to etcd again.
   const back = await waitFor(async () => {
     const res = await verify(keys[1])
     return res.statusCode !== 503 && res

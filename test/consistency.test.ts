@@ -13,9 +13,9 @@ import { buildApp, keyAuth, type TestApp } from './helpers/app.js'
 import {
   ensureBuilt, findOnPath, freePorts, request, runCheckConsistency, startServer, tempDir, waitForReady
 } from './helpers/standalone.js'
-import { EtcdKeys } from '../lib/etcd-keys.js'
-import { abbreviateDigest, checkConsistency, repairOrphans } from '../lib/consistency.js'
-import { digestSecret } from '../lib/secrets.js'
+import { EtcdKeys } from '../lib/store/key-builder.js'
+import { abbreviateDigest, checkConsistency, repairOrphans } from '../lib/tools/consistency.js'
+import { digestSecret } from '../lib/keys/secrets.js'
 
 await ensureBuilt()
 const etcd = await sharedEtcd()

@@ -9,10 +9,10 @@ import { sharedEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, adminAuth, ADMIN_TOKEN, type TestApp } from './helpers/app.js'
 import { checkError } from './helpers/assert.js'
 import { waitFor } from './helpers/wait.js'
-import { digestSecret } from '../lib/secrets.js'
+import { digestSecret } from '../lib/keys/secrets.js'
 import {
   IDEMPOTENCY_TTL_SECONDS, idempotencyEntryId, openIdempotencyEntry, sealIdempotencyEntry
-} from '../lib/idempotency.js'
+} from '../lib/keys/idempotency.js'
 
 const etcd = await sharedEtcd()
 t.teardown(() => etcd.close())

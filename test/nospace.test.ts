@@ -12,8 +12,8 @@ import {
 } from './helpers/etcd.js'
 import { ADMIN_TOKEN, buildApp, keyAuth, type TestApp } from './helpers/app.js'
 import { checkError } from './helpers/assert.js'
-import { loadConfig } from '../lib/config.js'
-import { buildServer } from '../lib/server.js'
+import { loadConfig } from '../lib/server/config.js'
+import { buildServer } from '../lib/server/server.js'
 
 /** Small enough to fill in a second with a few puts, large enough for the plugin's own keys. */
 const QUOTA_BYTES = 2 * 1024 * 1024

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import type { Etcd3, IRequestOp } from 'etcd3'
 import { sharedEtcd, dedicatedEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, type CreatedKey, type TestApp } from './helpers/app.js'
-import { digestSecret, generateSecret } from '../lib/secrets.js'
+import { digestSecret, generateSecret } from '../lib/keys/secrets.js'
 import { checkError } from './helpers/assert.js'
 import { byteOrder, listPage as list, namesOf, walk, type Key } from './helpers/list.js'
 

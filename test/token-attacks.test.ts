@@ -21,7 +21,7 @@ import { sharedEtcd, dedicatedEtcd, type EtcdHandle } from './helpers/etcd.js'
 import { adminAuth, buildApp, keyAuth, type Answer, type TestApp } from './helpers/app.js'
 import { byteOrder, listPage, walk, type Key } from './helpers/list.js'
 import { checkError } from './helpers/assert.js'
-import { digestSecret, generateSecret } from '../lib/secrets.js'
+import { digestSecret, generateSecret } from '../lib/keys/secrets.js'
 
 const RUNS = Math.max(300, Number(process.env.FUZZ_RUNS) || 0)
 const SEED = process.env.FUZZ_SEED === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(process.env.FUZZ_SEED)

@@ -5,8 +5,8 @@ import t, { type Test } from 'tap'
 import { sharedEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, type Answer, type TestApp } from './helpers/app.js'
 import { checkError } from './helpers/assert.js'
-import { WriteLimiter } from '../lib/write-limit.js'
-import { ConfigError, loadConfig } from '../lib/config.js'
+import { WriteLimiter } from '../lib/http/write-limit.js'
+import { ConfigError, loadConfig } from '../lib/server/config.js'
 
 const etcd = await sharedEtcd()
 t.teardown(() => etcd.close())

@@ -2,6 +2,9 @@
 // last one is answered, and every request is kept with its times and its answer or error.
 import { performance } from 'node:perf_hooks'
 
+/** Bounded concurrency: the library's own helper. */
+export { inParallel } from '../../lib/store/concurrency.js'
+
 export interface LoadRequest {
   method?: string
   /** Path and query, appended to the load's URL. */
@@ -75,17 +78,4 @@ export async function send (url: string, request: LoadRequest, timeoutMs: number
     const cause = error.cause instanceof Error ? `: ${error.cause.message}` : ''
     return { request, start, end, error: `${error.message}${cause}`, timedOut: false }
   }
-}
-
-/** `work` on every item, at most `concurrency` at a time; the results in the items' order. */
-export async function inParallel<T, R> (items: T[], concurrency: number, work: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length)
-  let nextIndex = 0
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, async () => {
-    while (nextIndex < items.length) {
-      const i = nextIndex++
-      results[i] = await work(items[i] as T)
-    }
-  }))
-  return results
 }

@@ -1,8 +1,7 @@
-import type { FastifySchemaCompiler } from 'fastify'
+// A TypeBox error as a client-facing message that names the field and never echoes a value.
 import type { TSchema } from '@sinclair/typebox'
-import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
+import type { TypeCheck } from '@sinclair/typebox/compiler'
 import { ValueErrorType, type ValueError } from '@sinclair/typebox/errors'
-import { InvalidArgumentError } from './errors.js'
 import { NAME_PATTERN } from './schemas.js'
 
 /** `/metadata/labels/a~1b` → `metadata.labels.a/b`, cut short so a message stays a message. */
@@ -55,18 +54,4 @@ export function firstProblem (check: TypeCheck<TSchema>, value: unknown, part: s
   if (check.Check(value)) return null
   const error = check.Errors(value).First()
   return error ? describe(error, part) : `${part} is invalid`
-}
-
-/**
- * Validates requests with the TypeBox schemas themselves. Fastify's default Ajv removes unknown
- * properties instead of refusing them and coerces types; the contract wants a 400 that names the
- * unknown field, and messages that never echo a value (it might be a secret).
- */
-export const typeBoxValidatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema, httpPart }) => {
-  const check = TypeCompiler.Compile(schema)
-  const part = httpPart ?? 'body'
-  return (value: unknown) => {
-    const problem = firstProblem(check, value, part)
-    return problem === null ? { value } : { error: new InvalidArgumentError(problem) }
-  }
 }

@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto'
-import { InvalidArgumentError } from './errors.js'
+import { InvalidRequestError } from './errors.js'
+import { parseQualifiedName, qualifiedName } from './names.js'
 
 /**
  * `Idempotency-Key` on a create (draft-ietf-httpapi-idempotency-key-header): a client that lost
@@ -25,17 +26,14 @@ const VISIBLE_ASCII = /^[\x21-\x7e]+$/
 const HKDF_INFO = 'fastify-etcd-apikeys idempotency v1'
 
 /**
- * The header's value, or undefined when there is none. The draft writes it as a structured-field
- * string (`"8e03978e-..."`); a bare token is accepted as well. Anything else is a 400.
+ * An Idempotency-Key as the client sent it (the header's value without its quotes): refused with
+ * an InvalidRequestError unless long enough and printable.
  */
-export function parseIdempotencyKey (header: string | string[] | undefined): string | undefined {
-  if (header === undefined) return undefined
-  if (Array.isArray(header)) throw new InvalidArgumentError('send one Idempotency-Key header')
-  const value = header.length >= 2 && header.startsWith('"') && header.endsWith('"') ? header.slice(1, -1) : header
-  if (value.length < MIN_LENGTH || value.length > MAX_LENGTH || !VISIBLE_ASCII.test(value) || value.includes('"')) {
-    throw new InvalidArgumentError(`Idempotency-Key must be ${MIN_LENGTH} to ${MAX_LENGTH} visible ASCII characters (a UUID will do)`)
+export function checkIdempotencyKey (idempotencyKey: string): string {
+  if (idempotencyKey.length < MIN_LENGTH || idempotencyKey.length > MAX_LENGTH || !VISIBLE_ASCII.test(idempotencyKey) || idempotencyKey.includes('"')) {
+    throw new InvalidRequestError(`Idempotency-Key must be ${MIN_LENGTH} to ${MAX_LENGTH} visible ASCII characters (a UUID will do)`)
   }
-  return value
+  return idempotencyKey
 }
 
 /** The entry's id: a digest of the caller and the Idempotency-Key, so that neither can be read from etcd. */
@@ -82,7 +80,7 @@ export interface IdempotencyEntry {
   secret: string
 }
 
-function keyFor (idempotencyKey: string, salt: Buffer): Buffer {
+function cipherKeyFor (idempotencyKey: string, salt: Buffer): Buffer {
   return Buffer.from(hkdfSync('sha256', Buffer.from(idempotencyKey, 'utf8'), salt, HKDF_INFO, 32))
 }
 
@@ -93,12 +91,12 @@ export function sealIdempotencyEntry (
 ): string {
   const salt = randomBytes(16)
   const iv = randomBytes(12)
-  const cipher = createCipheriv('aes-256-gcm', keyFor(idempotencyKey, salt), iv)
+  const cipher = createCipheriv('aes-256-gcm', cipherKeyFor(idempotencyKey, salt), iv)
   cipher.setAAD(Buffer.from(entryId, 'utf8'))
   const secret = Buffer.concat([cipher.update(created.secret, 'utf8'), cipher.final()])
   const entry: StoredEntry = {
     v: 1,
-    target: `${created.namespace}/${created.name}`,
+    target: qualifiedName(created.namespace, created.name),
     fingerprint: created.fingerprint,
     salt: salt.toString('base64url'),
     iv: iv.toString('base64url'),
@@ -112,10 +110,9 @@ export function sealIdempotencyEntry (
 export function openIdempotencyEntry (idempotencyKey: string, entryId: string, stored: string): IdempotencyEntry {
   const entry = JSON.parse(stored) as StoredEntry
   if (entry.v !== 1) throw new Error(`idempotency entry of unknown version ${String(entry.v)}`)
-  const decipher = createDecipheriv('aes-256-gcm', keyFor(idempotencyKey, Buffer.from(entry.salt, 'base64url')), Buffer.from(entry.iv, 'base64url'))
+  const decipher = createDecipheriv('aes-256-gcm', cipherKeyFor(idempotencyKey, Buffer.from(entry.salt, 'base64url')), Buffer.from(entry.iv, 'base64url'))
   decipher.setAAD(Buffer.from(entryId, 'utf8'))
   decipher.setAuthTag(Buffer.from(entry.tag, 'base64url'))
   const secret = Buffer.concat([decipher.update(Buffer.from(entry.secret, 'base64url')), decipher.final()]).toString('utf8')
-  const slash = entry.target.indexOf('/')
-  return { namespace: entry.target.slice(0, slash), name: entry.target.slice(slash + 1), fingerprint: entry.fingerprint, secret }
+  return { ...parseQualifiedName(entry.target), fingerprint: entry.fingerprint, secret }
 }

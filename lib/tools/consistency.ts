@@ -3,9 +3,13 @@
 // digest. The plugin never makes them (a record and its entry change in one transaction); a hand
 // edit, a partial restore or a bug can.
 import { GRPCOutOfRangeError, type Etcd3, type IKeyValue, type IRangeResponse } from 'etcd3'
-import { EtcdKeys, rangeEnd } from './etcd-keys.js'
-import { defaults } from './options.js'
-import { maxKeyBytes, readBatchFor } from './store.js'
+import { EtcdKeys, rangeEnd } from '../store/key-builder.js'
+import { readBatchFor } from '../store/records.js'
+import { scanBatches } from '../store/scan.js'
+import { inParallel } from '../store/concurrency.js'
+import { maxKeyBytes } from '../keys/strategy.js'
+import { parseQualifiedName } from '../keys/names.js'
+import { defaults } from '../options.js'
 
 export type OrphanKind =
   /** A record whose digest entry is missing. Repaired: the entry is written again. */
@@ -62,7 +66,7 @@ export interface Repair {
 export interface ConsistencyOptions {
   /** Milliseconds for each etcd call. Default 5000. */
   callTimeout?: number
-  /** Records per range read. Default: as many of the largest records as stay under gRPC's 4 MiB answers. */
+  /** Records per range read. Default: as many of the largest records as stay under gRPC's default answer limit (GRPC_DEFAULT_RECEIVE_BYTES). */
   recordBatch?: number
   /** Digest entries (a few dozen bytes each) per range read. Default 500. */
   digestBatch?: number
@@ -118,7 +122,7 @@ export async function checkConsistency (client: Etcd3, root: string, options: Co
   const recordBatch = options.recordBatch ?? readBatchFor(maxKeyBytes(defaults.bodyLimit))
   for await (const batch of reader.batches(keys.records, recordBatch)) {
     records += batch.length
-    await forEachLimited(batch, concurrency, async kv => {
+    await inParallel(batch, concurrency, async kv => {
       const record = recordRef(keys, kv)
       if (record.digest === undefined) {
         orphans.push({ kind: 'unreadable-record', digest: '', record: record.path, read: [] })
@@ -141,7 +145,7 @@ export async function checkConsistency (client: Etcd3, root: string, options: Co
   let digests = 0
   for await (const batch of reader.batches(keys.digests, options.digestBatch ?? 500)) {
     digests += batch.length
-    await forEachLimited(batch, concurrency, async kv => {
+    await inParallel(batch, concurrency, async kv => {
       const entry = entryRef(keys, kv)
       // A digest some record carries was judged from the record's side above.
       if (suspects.has(entry.digest)) return
@@ -153,7 +157,7 @@ export async function checkConsistency (client: Etcd3, root: string, options: Co
         digest: entry.digest,
         target: entry.target,
         fix: { delete: keys.digest(entry.digest) },
-        read: [{ key: keys.digest(entry.digest), revision: entry.revision }, { key: keys.records + entry.target, revision: record?.revision ?? 0 }]
+        read: [{ key: keys.digest(entry.digest), revision: entry.revision }, { key: keys.recordAt(entry.target), revision: record?.revision ?? 0 }]
       })
     })
   }
@@ -169,9 +173,9 @@ function recordSideOrphan (keys: EtcdKeys, digest: string, claimants: RecordRef[
     return { kind: 'shared-digest', digest, records: paths, target: entry?.target, read: [] }
   }
   const [record] = claimants
-  const read = [{ key: keys.records + record.path, revision: record.revision }, entryRead]
+  const read = [{ key: keys.recordAt(record.path), revision: record.revision }, entryRead]
   // The entry's target is in the guard too: nothing the scan relied on may have changed.
-  if (entry !== undefined) read.push({ key: keys.records + entry.target, revision: pointed?.revision ?? 0 })
+  if (entry !== undefined) read.push({ key: keys.recordAt(entry.target), revision: pointed?.revision ?? 0 })
   return {
     kind: entry === undefined ? 'record-without-digest' : 'digest-points-elsewhere',
     digest,
@@ -238,14 +242,10 @@ class SnapshotReader {
     }
   }
 
+  /** The keys under `prefix`, in batches of `limit` (every one at the reader's revision). */
   async * batches (prefix: string, limit: number): AsyncGenerator<IKeyValue[]> {
-    const end = rangeEnd(prefix)
-    let start = Buffer.from(prefix)
-    for (;;) {
-      const res = await this.range(start, end, limit)
+    for await (const res of scanBatches(request => this.range(request.key, request.end, request.limit), { start: prefix, end: rangeEnd(prefix) }, { limit })) {
       if (res.kvs.length > 0) yield res.kvs
-      if (!res.more || res.kvs.length === 0) return
-      start = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])])
     }
   }
 
@@ -260,7 +260,7 @@ class SnapshotReader {
 
   /** The record at `<root>/apikeys/<path>`; `path` comes from an entry, so it may be anything. */
   async record (keys: EtcdKeys, path: string): Promise<RecordRef | undefined> {
-    const kv = await this.get(keys.records + path)
+    const kv = await this.get(keys.recordAt(path))
     return kv && recordRef(keys, kv)
   }
 }
@@ -273,19 +273,10 @@ function recordRef (keys: EtcdKeys, kv: IKeyValue): RecordRef {
     if (typeof value.key_sha256 === 'string' && HEX_DIGEST.test(value.key_sha256)) digest = value.key_sha256
   } catch {}
   // A key deeper or shallower than <namespace>/<name> is no record the API can reach.
-  if (path.split('/').length !== 2) digest = undefined
+  if (!path.includes('/') || parseQualifiedName(path).name.includes('/')) digest = undefined
   return { path, revision: Number(kv.mod_revision), lease: String(kv.lease), digest }
 }
 
 function entryRef (keys: EtcdKeys, kv: IKeyValue): EntryRef {
-  return { digest: kv.key.toString('utf8').slice(keys.digests.length), target: kv.value.toString('utf8'), revision: Number(kv.mod_revision) }
-}
-
-/** `work` on every item, at most `limit` at once. */
-async function forEachLimited<T> (items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  const worker = async () => {
-    while (next < items.length) await work(items[next++])
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return { digest: keys.digestOf(kv.key.toString('utf8')), target: kv.value.toString('utf8'), revision: Number(kv.mod_revision) }
 }

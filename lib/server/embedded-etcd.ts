@@ -1,12 +1,12 @@
-import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { accessSync, constants, createWriteStream, mkdirSync } from 'node:fs'
+import { createWriteStream, mkdirSync } from 'node:fs'
 import { open, readFile, rename } from 'node:fs/promises'
 import { once } from 'node:events'
-import { createServer } from 'node:net'
-import { delimiter, dirname, join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Etcd3, EtcdAuthenticationFailedError, EtcdUserExistsError, type IOptions } from 'etcd3'
+import { EtcdHealthTimeoutError, etcdFlags, findOnPath, portInUse, spawnWithParent, waitForHealth } from './etcd-process.js'
 
 export interface EmbeddedEtcdOptions {
   dataDir: string
@@ -29,16 +29,14 @@ export interface EmbeddedEtcd {
   stop(): Promise<void>
 }
 
-/**
- * etcd's history is compacted every 5 minutes, as the Kubernetes API server compacts it: writes
- * cannot fill etcd's space with old revisions, and a continue token (which reads at its first
- * page's revision) stays valid for 5 to 10 minutes. Every etcd this project starts runs with them.
- */
-export const ETCD_COMPACTION_FLAGS = ['--auto-compaction-mode=periodic', '--auto-compaction-retention=5m']
-
 /** The file in etcd's data folder that holds its root password (mode 0600), made at first start. */
 export const ROOT_PASSWORD_FILE = 'root-password'
 const ROOT = 'root'
+
+export { ETCD_COMPACTION_FLAGS, findOnPath } from './etcd-process.js'
+
+/** etcd exited while it was starting. */
+class EtcdExitedError extends Error {}
 
 export class EtcdNotFoundError extends Error {
   constructor () {
@@ -48,36 +46,6 @@ export class EtcdNotFoundError extends Error {
       '  - set ETCD_ENDPOINTS=http://host:2379 to use an etcd cluster you run; or',
       '  - run the whole stack with docker compose up.'
     ].join('\n'))
-  }
-}
-
-/** An executable named `name` in one of `extra` or of PATH's folders. */
-export function findOnPath (name: string, extra: string[] = []): string | undefined {
-  for (const folder of [...extra, ...(process.env.PATH ?? '').split(delimiter)]) {
-    if (folder === '') continue
-    const candidate = join(folder, name)
-    try {
-      accessSync(candidate, constants.X_OK)
-      return candidate
-    } catch {}
-  }
-  return undefined
-}
-
-async function portInUse (port: number): Promise<boolean> {
-  const probe = createServer()
-  return await new Promise(resolve => {
-    probe.once('error', () => resolve(true))
-    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(false)))
-  })
-}
-
-async function healthy (url: string): Promise<boolean> {
-  try {
-    const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) })
-    return res.ok && (await res.json() as { health?: string }).health === 'true'
-  } catch {
-    return false
   }
 }
 
@@ -136,24 +104,9 @@ export async function startEmbeddedEtcd (options: EmbeddedEtcdOptions): Promise<
   const client = `http://127.0.0.1:${options.clientPort}`
   const peer = `http://127.0.0.1:${options.peerPort}`
   const log = createWriteStream(options.logFile, { flags: 'a' })
-  // Where util-linux's setpriv exists, etcd gets SIGTERM when this process dies, even by SIGKILL,
-  // instead of living on with the ports and the data folder.
-  const setpriv = findOnPath('setpriv')
-  const args = [
-    '--name', 'embedded',
-    '--data-dir', options.dataDir,
-    '--listen-client-urls', client,
-    '--advertise-client-urls', client,
-    '--listen-peer-urls', peer,
-    '--initial-advertise-peer-urls', peer,
-    '--initial-cluster', `embedded=${peer}`,
-    '--logger', 'zap',
-    ...ETCD_COMPACTION_FLAGS
-  ]
-  const spawnOptions: SpawnOptions = { stdio: ['ignore', 'pipe', 'pipe'], env: etcdEnvironment(process.env) }
-  const child: ChildProcess = setpriv === undefined
-    ? spawn(binary, args, spawnOptions)
-    : spawn(setpriv, ['--pdeathsig', 'TERM', '--', binary, ...args], spawnOptions)
+  const args = etcdFlags({ name: 'embedded', dataDir: options.dataDir, clientUrl: client, peerUrl: peer })
+  // etcd gets SIGTERM when this process dies, even by SIGKILL, instead of living on with the ports and the data folder.
+  const child: ChildProcess = spawnWithParent(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env: etcdEnvironment(process.env) }, 'TERM')
   child.stdout?.pipe(log, { end: false })
   child.stderr?.pipe(log, { end: false })
   const output = keepTail([child.stdout, child.stderr])
@@ -174,17 +127,18 @@ export async function startEmbeddedEtcd (options: EmbeddedEtcdOptions): Promise<
     await endLog()
   }
 
-  const deadline = Date.now() + (options.startTimeout ?? 30_000)
-  while (!await healthy(client)) {
-    if (exited) {
+  try {
+    await waitForHealth(client, options.startTimeout ?? 30_000, () => { if (exited) throw new EtcdExitedError() })
+  } catch (err) {
+    if (err instanceof EtcdExitedError) {
       await endLog()
       throw new Error(`the embedded etcd exited at start: ${lastWords(output())} (all it said is in ${options.logFile})`)
     }
-    if (Date.now() > deadline) {
-      await stop()
+    await stop()
+    if (err instanceof EtcdHealthTimeoutError) {
       throw new Error(`the embedded etcd did not become healthy in time: ${lastWords(output())} (all it said is in ${options.logFile})`)
     }
-    await sleep(100)
+    throw err
   }
   let auth: EtcdCredentials
   try {

@@ -54,3 +54,12 @@ export class WriteLimiter {
     return this.buckets.size
   }
 }
+
+/**
+ * Counts a non-admin caller's write (create, patch, rotate, delete) against its username's limit:
+ * 0 when it may go ahead, else the seconds to wait. Admins, and a limit of false, always pass.
+ */
+export function writeCounter (limit: WriteLimit | false): (caller: { username: string, admin: boolean }) => number {
+  const limiter = limit === false ? undefined : new WriteLimiter(limit)
+  return ({ username, admin }) => admin ? 0 : limiter?.take(username) ?? 0
+}

@@ -2,6 +2,7 @@ import { accessSync, constants } from 'node:fs'
 import { resolve } from 'node:path'
 import { Type, type Static, type TString } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
+import { defaults } from '../options.js'
 
 /** What a variable must look like, and whether its value may be shown in an error. */
 const variable = (pattern: string, rule: string, secret = false): TString =>
@@ -151,19 +152,25 @@ export function loadConfig (env: NodeJS.ProcessEnv): ServerConfig {
     },
     etcdTls,
     etcdAuth: auth && { username: auth[0], password: auth[1] },
-    root: e.ETCD_ROOT ?? '/sensu.io',
+    root: e.ETCD_ROOT ?? defaults.root,
     tls: tls && { certFile: readable('TLS_CERT_FILE', tls[0]) as string, keyFile: readable('TLS_KEY_FILE', tls[1]) as string },
     adminTokens: e.APIKEY_ADMIN_TOKEN === undefined ? undefined : adminTokensOf(e.APIKEY_ADMIN_TOKEN),
     admins: (e.APIKEY_ADMINS ?? 'admin').split(','),
-    requestTimeout: Number(e.REQUEST_TIMEOUT_MS ?? 5000),
+    requestTimeout: e.REQUEST_TIMEOUT_MS === undefined ? defaults.requestTimeout : Number(e.REQUEST_TIMEOUT_MS),
     logLevel: e.LOG_LEVEL ?? 'info',
     httpRequestTimeout: Number(e.HTTP_REQUEST_TIMEOUT_MS ?? 30_000),
     authFailureLimit: e.AUTH_FAILURE_MAX === '0'
       ? false
-      : { max: Number(e.AUTH_FAILURE_MAX ?? 30), timeWindow: Number(e.AUTH_FAILURE_WINDOW_MS ?? 60_000) },
+      : {
+          max: e.AUTH_FAILURE_MAX === undefined ? defaults.authFailureLimit.max : Number(e.AUTH_FAILURE_MAX),
+          timeWindow: e.AUTH_FAILURE_WINDOW_MS === undefined ? defaults.authFailureLimit.timeWindow : Number(e.AUTH_FAILURE_WINDOW_MS)
+        },
     writeLimit: e.WRITE_LIMIT_PER_SECOND === '0'
       ? false
-      : { perSecond: Number(e.WRITE_LIMIT_PER_SECOND ?? 10), burst: Number(e.WRITE_LIMIT_BURST ?? 20) },
+      : {
+          perSecond: e.WRITE_LIMIT_PER_SECOND === undefined ? defaults.writeLimit.perSecond : Number(e.WRITE_LIMIT_PER_SECOND),
+          burst: e.WRITE_LIMIT_BURST === undefined ? defaults.writeLimit.burst : Number(e.WRITE_LIMIT_BURST)
+        },
     trustProxy: trustProxyOf(e.TRUST_PROXY)
   }
 }

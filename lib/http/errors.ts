@@ -1,35 +1,13 @@
+// The errors a client sees, and the one place that turns the store's and the key rules' errors
+// into them: toHttpError. Every reply of an error goes through sendError.
 import createError, { type FastifyErrorConstructor } from '@fastify/error'
-import type { FastifyReply, FastifyRequest } from 'fastify'
-import { InvalidContinueTokenError } from './continue-token.js'
-
-// Typed errors of the store. They say what happened in etcd; `toHttpError` is the one place that
-// turns them into answers.
-export class KeyNotFoundError extends Error {}
-export class KeyExistsError extends Error {}
-/** `If-Match` named another version than the stored one. */
-export class VersionMismatchError extends Error {}
-/** A read at a revision that etcd has compacted. */
-export class RevisionCompactedError extends Error {}
-/** A read at a revision etcd has not reached. */
-export class FutureRevisionError extends Error {}
-/** A create with an Idempotency-Key found that key's entry already written: `entry` is it, as stored. */
-export class IdempotencyEntryExistsError extends Error {
-  constructor (readonly entry: string) {
-    super('an entry for this Idempotency-Key exists')
-  }
-}
-/** etcd could not answer within the request's deadline. */
-export class EtcdUnavailableError extends Error {}
-/** The API key a request authenticated with was revoked (deleted, or by revoke-all) before its write. */
-export class CredentialRevokedError extends Error {}
-/** A key would be given to a username whose keys were revoked after it was made. */
-export class RevokedUsernameError extends Error {
-  constructor (readonly username: string) {
-    super(`the keys of user ${username} were revoked after this apikey was made, so it cannot be given to that user; create a new apikey for it`)
-  }
-}
-/** etcd refused a write: it is out of space and has raised its NOSPACE alarm. Retrying cannot help. */
-export class EtcdNoSpaceError extends Error {}
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { InvalidContinueTokenError } from '../store/continue-token.js'
+import {
+  CredentialRevokedError, EtcdNoSpaceError, EtcdUnavailableError, FutureRevisionError, KeyExistsError, KeyNotFoundError,
+  RevisionCompactedError, RevokedUsernameError, VersionMismatchError
+} from '../store/errors.js'
+import { ApiKeyTooLargeError, InvalidRequestError, PermissionDeniedError, ReplayedKeyGoneError } from '../keys/errors.js'
 
 // The errors a client sees. Each has a stable code and its HTTP status (listed in the README).
 export const InvalidArgumentError = createError('FST_APIKEYS_INVALID_ARGUMENT', '%s', 400)
@@ -78,7 +56,7 @@ export function sensuCode (status: number): number {
 }
 
 /**
- * Maps a store error to the error the client sees. Errors that already carry a 4xx status (ours,
+ * Maps a store error or a key rule's refusal to the error the client sees. Errors that already carry a 4xx status (ours,
  * and Fastify's own: body too large, unsupported media type) keep it.
  */
 export function toHttpError (err: unknown): Error & { statusCode: number } {
@@ -92,6 +70,10 @@ export function toHttpError (err: unknown): Error & { statusCode: number } {
   if (err instanceof CredentialRevokedError) return new UnauthenticatedError()
   if (err instanceof RevokedUsernameError) return new InvalidArgumentError(err.message)
   if (err instanceof EtcdNoSpaceError) return new OutOfSpaceError()
+  if (err instanceof InvalidRequestError) return new InvalidArgumentError(err.message)
+  if (err instanceof PermissionDeniedError) return new ForbiddenError(err.message)
+  if (err instanceof ApiKeyTooLargeError) return new KeyTooLargeError(String(err.limit))
+  if (err instanceof ReplayedKeyGoneError) return new ConflictError(err.message)
   if (err instanceof OutOfSpaceError) return err
   const status = (err as { statusCode?: unknown } | null)?.statusCode
   if (typeof status === 'number' && status >= 400 && status < 500) return err as Error & { statusCode: number }
@@ -116,4 +98,13 @@ export function sendError (error: Error, request: FastifyRequest, reply: Fastify
 /** The answer for a path that is no route. */
 export function sendRouteNotFound (request: FastifyRequest, reply: FastifyReply) {
   return sendError(new NotFoundError(`no route ${request.method} ${request.url.split('?')[0]}`), request, reply)
+}
+
+/**
+ * Errors, and paths that are no route, answered in Sensu's shape: the one setup, for the plugin's
+ * routes and for the standalone server's own.
+ */
+export function replyErrorsInSensuShape (app: FastifyInstance): void {
+  app.setErrorHandler(sendError)
+  app.setNotFoundHandler(sendRouteNotFound)
 }

@@ -1,3 +1,5 @@
+import { qualifiedName } from '../keys/names.js'
+
 /**
  * The one place that builds etcd keys. Every prefix used for a range ends in `/`, so namespace
  * `dev` never sees `dev2`, and `apikeys/` never sees `apikey-digests/`.
@@ -55,14 +57,29 @@ export class EtcdKeys {
 
   /** What a digest index entry holds: `<namespace>/<name>`. */
   static digestTarget (namespace: string, name: string): string {
-    return `${namespace}/${name}`
+    return qualifiedName(namespace, name)
+  }
+
+  /** The record a path relative to `records` names (a digest entry's target, or a token's start): it may be anything. */
+  recordAt (path: string): string {
+    return `${this.records}${path}`
+  }
+
+  /** The hex digest of a digest index entry's etcd key. */
+  digestOf (etcdKey: string): string {
+    return etcdKey.slice(this.digests.length)
   }
 
   /** A key relative to `records`, as continue tokens carry it. */
-  relativeToRecords (key: string): string {
-    if (!key.startsWith(this.records)) throw new Error(`key outside ${this.records}`)
-    return key.slice(this.records.length)
+  relativeToRecords (etcdKey: string): string {
+    if (!etcdKey.startsWith(this.records)) throw new Error(`key outside ${this.records}`)
+    return etcdKey.slice(this.records.length)
   }
+}
+
+/** The first etcd key after `etcdKey`: where a range read goes on after it. */
+export function keyAfter (etcdKey: Buffer): Buffer {
+  return Buffer.concat([etcdKey, Buffer.from([0])])
 }
 
 /** The end of the etcd range that covers every key starting with `prefix`. */

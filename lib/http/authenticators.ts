@@ -1,35 +1,9 @@
 import type { FastifyRequest } from 'fastify'
-import type { ApiKey } from './schemas.js'
-import { safeEqualDigest, sha256 } from './secrets.js'
-
-/** Who makes a request: an admin, or a plain username. */
-export interface Caller {
-  username: string
-  admin: boolean
-  /**
-   * Unix seconds: the caller's own credentials end then (an API key's `expires_at`), and nothing
-   * it makes or changes may outlive them. Absent: not bound (bearer tokens).
-   */
-  expiresAt?: number
-}
+import type { Caller } from '../keys/authorization.js'
+import { safeEqualDigest, sha256 } from '../keys/secrets.js'
 
 /** Says who the caller is, or null (401). */
 export type Authenticate = (request: FastifyRequest) => Caller | null | Promise<Caller | null>
-
-export type Action = 'list' | 'get' | 'create' | 'patch' | 'delete'
-
-export interface AuthorizeContext {
-  caller: Caller
-  action: Action
-  namespace: string
-  /** The stored key; for `create` the key about to be created, for `patch` the key as patched. */
-  key: ApiKey
-}
-
-export type Authorize = (context: AuthorizeContext) => boolean | Promise<boolean>
-
-/** Admins may do everything; anyone else only touches keys of its own username. */
-export const defaultAuthorize: Authorize = ({ caller, key }) => caller.admin || key.username === caller.username
 
 /** The credentials of an `Authorization: <scheme> <credentials>` header, if the scheme matches. */
 export function credentialsOf (request: FastifyRequest, scheme: string): string | null {
@@ -69,8 +43,8 @@ export function apiKeyAuth (options: { admins?: string[] } = {}): Authenticate {
   return async (request) => {
     const secret = credentialsOf(request, 'Key')
     if (secret === null) return null
-    const key = await request.server.apiKeys.verify(secret, request)
-    return key && { username: key.username, admin: admins.has(key.username), ...(key.expires_at !== undefined && { expiresAt: key.expires_at }) }
+    const apiKey = await request.server.apiKeys.verify(secret, request)
+    return apiKey && { username: apiKey.username, admin: admins.has(apiKey.username), ...(apiKey.expires_at !== undefined && { expiresAt: apiKey.expires_at }) }
   }
 }
 

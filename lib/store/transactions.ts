@@ -1,0 +1,222 @@
+// Create, update and delete: each one etcd transaction guarded by what was read before it.
+import { isDeepStrictEqual } from 'node:util'
+import { EtcdLeaseInvalidError, type Etcd3 } from 'etcd3'
+import { IDEMPOTENCY_TTL_SECONDS } from '../keys/idempotency.js'
+import type { ApiKey } from '../keys/schemas.js'
+import { EtcdKeys } from './key-builder.js'
+import type { Deadline } from './calls.js'
+import type { StoreCore } from './core.js'
+import { parseRecord, storedKey, toApiKey, withLease, type ReadRecord, type StoredKey, type StoredRecord } from './records.js'
+import {
+  CredentialRevokedError, EtcdUnavailableError, IdempotencyEntryExistsError, KeyExistsError, KeyNotFoundError, RevokedUsernameError
+} from './errors.js'
+
+/** Applying a patch retries on a conflicting write this many times at most, deadline allowing. */
+export const MAX_UPDATE_ATTEMPTS = 100
+
+export interface CreateOptions {
+  /** The Idempotency-Key entry to write with the key: its id, and the sealed entry. */
+  idempotency?: { entryId: string, entry: string }
+  /** The API key the request authenticated with: the create holds only while it is not revoked. */
+  minter?: StoredKey
+}
+
+/** Does a key expiring at `expiresAt` (Unix seconds) end before an Idempotency-Key entry made now would? */
+function outlivedByIdempotency (expiresAt: number | undefined): boolean {
+  return expiresAt !== undefined && expiresAt < Date.now() / 1000 + IDEMPOTENCY_TTL_SECONDS
+}
+
+/** The etcd keys one create writes or guards. */
+interface CreateTargets {
+  recordKey: string
+  digestKey: string
+  entryKey?: string
+  minter?: { recordKey: string, fenceKey: string, createRevision: number }
+}
+
+/** The create's transaction: every put guarded by "absent", and reads of what was in the way. */
+function createTxn (client: Etcd3, targets: CreateTargets, puts: { record: string, digestTarget: string, entry?: string }, leases: { key?: string, entry?: string }) {
+  const { recordKey, digestKey, entryKey, minter } = targets
+  const txn = client.if(recordKey, 'Create', '==', 0).and(digestKey, 'Create', '==', 0)
+  const ops = [
+    withLease(client.put(recordKey).value(puts.record), leases.key),
+    withLease(client.put(digestKey).value(puts.digestTarget), leases.key)
+  ]
+  const reads = [client.get(recordKey)]
+  if (entryKey !== undefined && puts.entry !== undefined) {
+    txn.and(entryKey, 'Create', '==', 0)
+    ops.push(withLease(client.put(entryKey).value(puts.entry), leases.entry))
+    reads.push(client.get(entryKey))
+  }
+  if (minter !== undefined) {
+    txn.and(minter.recordKey, 'Create', '==', minter.createRevision).and(minter.fenceKey, 'Mod', '<', minter.createRevision)
+  }
+  return txn.then(...ops).else(...reads)
+}
+
+/**
+ * Creates a key and its digest index entry in one transaction guarded by "neither exists". A
+ * retried create whose first attempt etcd applied finds its own record (same digest): success.
+ * With `idempotency`, the same transaction writes that entry too, guarded by "it does not
+ * exist": if another request with the same Idempotency-Key wrote it first, nothing is written
+ * and IdempotencyEntryExistsError carries the entry. With `minter`, the API key the request
+ * authenticated with, the transaction is also guarded by "that key still exists and no
+ * revocation fence of its username came after it": a leaked key cannot mint past a revoke-all
+ * (CredentialRevokedError).
+ */
+export async function createKey (store: StoreCore, apiKey: ApiKey, digest: string, deadline: Deadline, options: CreateOptions = {}): Promise<StoredKey> {
+  const { idempotency, minter } = options
+  const { keys, client } = store
+  const { namespace, name } = apiKey.metadata
+  const targets: CreateTargets = {
+    recordKey: keys.record(namespace, name),
+    digestKey: keys.digest(digest),
+    entryKey: idempotency && keys.idempotency(idempotency.entryId),
+    minter: minter && { recordKey: keys.record(minter.apiKey.metadata.namespace, minter.apiKey.metadata.name), fenceKey: keys.fence(minter.apiKey.username), createRevision: minter.createRevision }
+  }
+  const record: StoredRecord = { ...apiKey, key_sha256: digest, ...(idempotency !== undefined && { idempotency_entry: idempotency.entryId }) }
+  const puts = { record: JSON.stringify(record), digestTarget: EtcdKeys.digestTarget(namespace, name), entry: idempotency?.entry }
+  const lease = await store.leaseUntil(apiKey.expires_at, deadline)
+  for (let attempt = 1; ; attempt++) {
+    // The entry lives and dies with a key that expires before it would.
+    const entryLease = idempotency && (lease !== undefined && outlivedByIdempotency(apiKey.expires_at)
+      ? lease
+      : await store.leaseForIdempotency(deadline))
+    let res
+    try {
+      res = await store.call(deadline, callOptions => createTxn(client, targets, puts, { key: lease, entry: entryLease }).options(callOptions).commit())
+    } catch (err) {
+      // The shared lease was revoked or lost (etcd restored from a backup): grant another, once.
+      if (err instanceof EtcdLeaseInvalidError && entryLease !== undefined && entryLease !== lease && attempt === 1) {
+        store.forgetIdempotencyLease()
+        continue
+      }
+      // Not the key's lease: etcd may have applied the write whose answer failed.
+      throw err
+    }
+    if (res.succeeded) {
+      const revision = Number(res.header.revision)
+      return { apiKey, revision, createRevision: revision }
+    }
+    // Our own write, applied by an attempt whose answer was lost (entry included): success. Its
+    // lease now holds the key, so it must not be revoked as a lease nothing uses.
+    const existing = res.responses[0]?.response_range?.kvs[0]
+    if (existing && parseRecord(existing).key_sha256 === digest) {
+      return { apiKey, revision: Number(existing.mod_revision), createRevision: Number(existing.create_revision) }
+    }
+    store.revokeLease(lease)
+    const entry = targets.entryKey === undefined ? undefined : res.responses[1]?.response_range?.kvs[0]
+    if (entry) throw new IdempotencyEntryExistsError(entry.value.toString('utf8'))
+    if (existing) throw new KeyExistsError(`apikey ${name} already exists`)
+    // Neither the record nor the entry was in the way, and a digest is never shared: the minter's guard failed.
+    throw new CredentialRevokedError('the apikey that made this request was revoked')
+  }
+}
+
+/**
+ * One compare-and-swap of a record from `current` to `after`, guarded by its revision and by both
+ * usernames' fences. An unchanged expiry keeps the lease; a changed one moves the record and its
+ * digest entry to a new lease (or to none), and ends the key's Idempotency-Key entry, which cannot
+ * follow. Resolves with the written revision, or undefined when the guard failed.
+ */
+async function swapRecord (store: StoreCore, recordKey: string, current: ReadRecord, after: ApiKey, written: string, deadline: Deadline): Promise<number | undefined> {
+  const { client, keys } = store
+  const before = current.value
+  const keepLease = after.expires_at === before.expires_at
+  const { key_sha256: digest, idempotency_entry: entryId } = before
+  const lease = keepLease ? undefined : await store.leaseUntil(after.expires_at, deadline)
+  const { namespace, name } = before.metadata
+  const res = await store.call(deadline, callOptions => client
+    .if(recordKey, 'Mod', '==', current.revision)
+    .and(keys.fence(before.username), 'Mod', '<', current.createRevision)
+    .and(keys.fence(after.username), 'Mod', '<', current.createRevision)
+    .then(...keepLease
+      ? [client.put(recordKey).value(written).ignoreLease()]
+      : [
+          withLease(client.put(recordKey).value(written), lease),
+          withLease(client.put(keys.digest(digest)).value(EtcdKeys.digestTarget(namespace, name)), lease),
+          ...entryId === undefined ? [] : [client.delete().key(keys.idempotency(entryId))]
+        ])
+    .options(callOptions)
+    .commit())
+  if (res.succeeded) {
+    // The record and its digest entry moved off their old lease: nothing holds it any more.
+    if (!keepLease) store.revokeLease(current.lease)
+    return Number(res.header.revision)
+  }
+  store.revokeLease(lease)
+  return undefined
+}
+
+/**
+ * Applies `change` to the stored key with compare-and-swap on its revision, and retries on a
+ * conflicting write, as the Kubernetes API server does: concurrent updates all apply. `change`
+ * may throw to refuse the update. A revoked key is not found, and a revocation fence written
+ * between the read and the write fails the write (the retry then finds the key revoked).
+ */
+export async function updateKey (
+  store: StoreCore, namespace: string, name: string,
+  change: (current: StoredKey) => ApiKey | Promise<ApiKey>,
+  deadline: Deadline
+): Promise<StoredKey> {
+  const recordKey = store.keys.record(namespace, name)
+  let written: string | undefined
+  for (let attempt = 1; ; attempt++) {
+    const current = await store.getLiveRecord(recordKey, deadline)
+    if (!current) throw new KeyNotFoundError(`apikey ${name} not found`)
+    // A retried write that etcd applied before its answer was lost: what we wrote is there.
+    if (written !== undefined && JSON.stringify(current.value) === written) return storedKey(current)
+    const before = toApiKey(current.value)
+    const after = await change(storedKey(current))
+    if (isDeepStrictEqual(after, before)) return storedKey(current)
+    // A key older than its new username's revocation would be revoked the moment it got it.
+    if (after.username !== before.username && current.createRevision < await store.fenceRevision(after.username, deadline)) {
+      throw new RevokedUsernameError(after.username)
+    }
+    const keepEntry = after.expires_at === before.expires_at && current.value.idempotency_entry !== undefined
+    written = JSON.stringify({ ...after, key_sha256: current.value.key_sha256, ...(keepEntry && { idempotency_entry: current.value.idempotency_entry }) })
+    const revision = await swapRecord(store, recordKey, current, after, written, deadline)
+    if (revision !== undefined) return { apiKey: after, revision, createRevision: current.createRevision }
+    if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
+  }
+}
+
+/**
+ * Deletes a key with its digest index entry and its Idempotency-Key entry in one transaction
+ * guarded by the revision read. `check` may throw to refuse the delete. A key that vanished
+ * after a conflicting attempt was deleted (by this call's own retried write, or by a concurrent
+ * delete): the goal holds. A revoked key is not found.
+ */
+export async function deleteKey (store: StoreCore, namespace: string, name: string, check: (current: StoredKey) => void | Promise<void>, deadline: Deadline): Promise<void> {
+  const recordKey = store.keys.record(namespace, name)
+  for (let attempt = 1; ; attempt++) {
+    const current = await store.getLiveRecord(recordKey, deadline)
+    if (!current) {
+      if (attempt === 1) throw new KeyNotFoundError(`apikey ${name} not found`)
+      return
+    }
+    await check(storedKey(current))
+    if (await deleteRecord(store, recordKey, current, deadline)) return
+    if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
+  }
+}
+
+/**
+ * Deletes the record as read, with its digest entry and Idempotency-Key entry, unless it changed
+ * since; true when it did. Its lease, if any, holds nothing any more and is revoked.
+ */
+export async function deleteRecord (store: StoreCore, recordKey: string, current: ReadRecord, deadline: Deadline): Promise<boolean> {
+  const { client, keys } = store
+  const { key_sha256: digest, idempotency_entry: entryId } = current.value
+  const res = await store.call(deadline, options => client
+    .if(recordKey, 'Mod', '==', current.revision)
+    .then(
+      client.delete().key(recordKey),
+      client.delete().key(keys.digest(digest)),
+      ...entryId === undefined ? [] : [client.delete().key(keys.idempotency(entryId))]
+    )
+    .options(options)
+    .commit())
+  if (res.succeeded) store.revokeLease(current.lease)
+  return res.succeeded
+}
