@@ -80,18 +80,25 @@ export function translateEtcdError (err: unknown): unknown {
  * a call that etcd cannot answer in time (a member that died: its connection hangs) is made
  * again, and the client sends it to another member, while time is left; a timer answers for
  * any call the client does not end itself. Every write of the store is safe to repeat (see its
- * create, update, delete).
+ * create, update, delete). `observe` is told each attempt's duration and whether it failed.
  */
-export async function callWithin<T> (deadline: Deadline, attemptTimeout: number, call: (options: { deadline: Date }) => Promise<T>): Promise<T> {
+export async function callWithin<T> (
+  deadline: Deadline, attemptTimeout: number, call: (options: { deadline: Date }) => Promise<T>,
+  observe?: (seconds: number, failed: boolean) => void
+): Promise<T> {
   for (;;) {
     const now = Date.now()
     if (now >= deadline) throw new EtcdUnavailableError('request deadline exceeded')
     const attemptDeadline = Math.min(deadline, now + attemptTimeout)
+    const started = performance.now()
     try {
       // The client's own deadline ends the call first, so that its circuit breaker counts the
       // failure before the next attempt picks a member; the timer is the safety net.
-      return await settleBy(attemptDeadline + SAFETY_MARGIN, call({ deadline: new Date(attemptDeadline) }))
+      const answer = await settleBy(attemptDeadline + SAFETY_MARGIN, call({ deadline: new Date(attemptDeadline) }))
+      observe?.((performance.now() - started) / 1000, false)
+      return answer
     } catch (err) {
+      observe?.((performance.now() - started) / 1000, true)
       const error = translateEtcdError(err)
       // Every circuit open (a cluster electing a leader makes its live members time out too):
       // wait for one to half-open, within the deadline, rather than answer 503 at once.

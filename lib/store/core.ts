@@ -1,6 +1,7 @@
 import type { Etcd3, IKeyValue, IRangeResponse } from 'etcd3'
 import type { EtcdKeys } from './key-builder.js'
 import type { Deadline } from './calls.js'
+import type { EtcdOperation } from './observer.js'
 import type { ReadRecord, StoredRecord } from './records.js'
 
 /** A range read as the store makes it: keys are strings, as the key builder makes them. */
@@ -21,7 +22,7 @@ export interface StoreCore {
   readonly client: Etcd3
   readonly keys: EtcdKeys
   readonly readBatch: number
-  call<T>(deadline: Deadline, call: (options: { deadline: Date }) => Promise<T>): Promise<T>
+  call<T>(operation: EtcdOperation, deadline: Deadline, call: (options: { deadline: Date }) => Promise<T>): Promise<T>
   range(request: RangeRequest, deadline: Deadline): Promise<IRangeResponse>
   getRecord(etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null>
   getLiveRecord(etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null>

@@ -42,7 +42,7 @@ export async function revokeAllOf (store: StoreCore, username: string, options: 
 async function writeFence (store: StoreCore, username: string, deadline: Deadline): Promise<number> {
   const value = JSON.stringify({ username, revoked_at: Math.floor(Date.now() / 1000) })
   try {
-    const written = await store.call(deadline, callOptions => store.client.put(store.keys.fence(username)).value(value).options(callOptions).exec())
+    const written = await store.call('put', deadline, callOptions => store.client.put(store.keys.fence(username)).value(value).options(callOptions).exec())
     return Number(written.header.revision)
   } catch (err) {
     if (err instanceof EtcdNoSpaceError) return Infinity

@@ -11,6 +11,7 @@ import { createKey, deleteKey, updateKey, type CreateOptions } from './transacti
 import { countKeysOf, listAll, listPage, type ListOptions, type ListPage } from './list.js'
 import { revokeAllOf } from './revoke.js'
 import type { RangeRequest, StoreCore } from './core.js'
+import { unobserved, type EtcdOperation, type StoreObserver } from './observer.js'
 
 /**
  * Idempotency entries share a lease granted at most this often (as the Kubernetes API server
@@ -26,7 +27,14 @@ export interface StoreOptions {
   receiveBytes?: number
   /** Serve reads from a watch-fed cache; each etcd call it makes has `callTimeout` ms. */
   cache?: { callTimeout: number, log: CacheLog }
+  /** Told of every etcd call, and of the keys created and revoked (the plugin's metrics). */
+  observer?: StoreObserver
 }
+
+/** What a digest leads to: a live key, or why there is none that verifies. */
+export type DigestLookup =
+  | { key: StoredKey }
+  | { key: null, why: 'unknown' | 'revoked' }
 
 /**
  * Every etcd access of the plugin. Keys live at `<root>/apikeys/<namespace>/<name>` as JSON, and a
@@ -47,6 +55,7 @@ export class ApiKeyStore implements StoreCore {
   private idempotencyLease?: { id: string, reuseUntil: number }
   /** Where reads are served from when it can (see cache/); absent, every read goes to etcd. */
   private readonly cache?: WatchCache
+  private readonly observer: StoreObserver
 
   constructor (client: Etcd3, root: string, options: StoreOptions = {}) {
     this.client = client
@@ -54,6 +63,7 @@ export class ApiKeyStore implements StoreCore {
     this.attemptTimeout = options.attemptTimeout ?? Infinity
     this.maxKeyBytes = options.maxKeyBytes ?? maxKeyBytes(64 * 1024)
     this.readBatch = readBatchFor(this.maxKeyBytes, options.receiveBytes)
+    this.observer = options.observer ?? unobserved
     if (options.cache !== undefined) {
       const { callTimeout, log } = options.cache
       this.cache = new WatchCache(client, {
@@ -76,9 +86,9 @@ export class ApiKeyStore implements StoreCore {
     this.cache?.close()
   }
 
-  /** One etcd call within the request's deadline, with retries (see callWithin). */
-  call<T> (deadline: Deadline, call: (options: { deadline: Date }) => Promise<T>): Promise<T> {
-    return callWithin(deadline, this.attemptTimeout, call)
+  /** One etcd call within the request's deadline, with retries (see callWithin); the observer times each attempt. */
+  call<T> (operation: EtcdOperation, deadline: Deadline, call: (options: { deadline: Date }) => Promise<T>): Promise<T> {
+    return callWithin(deadline, this.attemptTimeout, call, (seconds, failed) => this.observer.etcdCall(operation, seconds, failed))
   }
 
   /**
@@ -97,6 +107,8 @@ export class ApiKeyStore implements StoreCore {
         } else if (request.revision !== undefined && cache.holds(request.revision)) {
           await this.rangeEtcd({ key: this.keys.plugin, revision: request.revision }, deadline)
           cached = await cache.range(request, deadline)
+        } else {
+          cache.bypassed()
         }
       } catch (err) {
         throw translateEtcdError(err)
@@ -107,7 +119,7 @@ export class ApiKeyStore implements StoreCore {
   }
 
   private rangeEtcd (request: { key: string | Buffer, end?: Buffer, limit?: number, revision?: number }, deadline: Deadline): Promise<IRangeResponse> {
-    return this.call(deadline, options => this.client.kv.range({
+    return this.call('range', deadline, options => this.client.kv.range({
       key: Buffer.from(request.key),
       range_end: request.end,
       limit: request.limit,
@@ -175,7 +187,9 @@ export class ApiKeyStore implements StoreCore {
    */
   revokeLease (lease: string | undefined): void {
     if (lease === undefined || lease === '0') return
-    this.client.leaseClient.leaseRevoke({ ID: lease }, { deadline: new Date(Date.now() + 5000) }).catch(() => {})
+    const started = performance.now()
+    const observe = (failed: boolean) => () => this.observer.etcdCall('lease_revoke', (performance.now() - started) / 1000, failed)
+    this.client.leaseClient.leaseRevoke({ ID: lease }, { deadline: new Date(Date.now() + 5000) }).then(observe(false), observe(true))
   }
 
   /**
@@ -186,7 +200,7 @@ export class ApiKeyStore implements StoreCore {
   async leaseUntil (expiresAt: number | undefined, deadline: Deadline): Promise<string | undefined> {
     if (expiresAt === undefined) return undefined
     const ttl = Math.max(1, expiresAt - Math.floor(Date.now() / 1000))
-    const res = await this.call(deadline, options => this.client.leaseClient.leaseGrant({ TTL: ttl, ID: 0 }, options))
+    const res = await this.call('lease_grant', deadline, options => this.client.leaseClient.leaseGrant({ TTL: ttl, ID: 0 }, options))
     return String(res.ID)
   }
 
@@ -195,7 +209,7 @@ export class ApiKeyStore implements StoreCore {
     const current = this.idempotencyLease
     if (current !== undefined && current.reuseUntil > Date.now()) return current.id
     const reuseUntil = Date.now() + IDEMPOTENCY_LEASE_REUSE_SECONDS * 1000
-    const res = await this.call(deadline, options => this.client.leaseClient.leaseGrant({
+    const res = await this.call('lease_grant', deadline, options => this.client.leaseClient.leaseGrant({
       TTL: IDEMPOTENCY_TTL_SECONDS + IDEMPOTENCY_LEASE_REUSE_SECONDS, ID: 0
     }, options))
     this.idempotencyLease = { id: String(res.ID), reuseUntil }
@@ -207,16 +221,22 @@ export class ApiKeyStore implements StoreCore {
     this.idempotencyLease = undefined
   }
 
-  /** The key whose secret has this digest, or null (none, or revoked). */
-  async findByDigest (digest: string, deadline: Deadline): Promise<StoredKey | null> {
+  /**
+   * The key whose secret has this digest, or why there is none: `unknown` (no such key, or a
+   * deleted one), `revoked` (a revocation fence revokes it; revoke-all deletes it soon after).
+   */
+  async findByDigest (digest: string, deadline: Deadline): Promise<DigestLookup> {
     const res = await this.range({ key: this.keys.digest(digest) }, deadline)
     const target = res.kvs[0]?.value.toString('utf8')
-    if (!target) return null
+    if (!target) return { key: null, why: 'unknown' }
     const { namespace, name } = parseQualifiedName(target)
     // At the index entry's revision: the reads see one snapshot (and one check of the cache).
-    const record = await this.getLiveRecord(this.keys.record(namespace, name), deadline, Number(res.header.revision))
+    const readAt = Number(res.header.revision)
+    const record = await this.getRecord(this.keys.record(namespace, name), deadline, readAt)
     // The record must point back at the digest: an index entry never authenticates on its own.
-    return record && record.value.key_sha256 === digest ? storedKey(record) : null
+    if (record === null || record.value.key_sha256 !== digest) return { key: null, why: 'unknown' }
+    const fence = await this.fenceRevision(record.value.username, deadline, record.readAt)
+    return record.createRevision < fence ? { key: null, why: 'revoked' } : { key: storedKey(record) }
   }
 
   /** The idempotency entry with this id, as stored, or null. */
@@ -226,16 +246,19 @@ export class ApiKeyStore implements StoreCore {
   }
 
   /** See transactions.ts. */
-  create (apiKey: ApiKey, digest: string, deadline: Deadline, options: CreateOptions = {}): Promise<StoredKey> {
-    return createKey(this, apiKey, digest, deadline, options)
+  async create (apiKey: ApiKey, digest: string, deadline: Deadline, options: CreateOptions = {}): Promise<StoredKey> {
+    const created = await createKey(this, apiKey, digest, deadline, options)
+    this.observer.keysCreated(1)
+    return created
   }
 
   update (namespace: string, name: string, change: (current: StoredKey) => ApiKey | Promise<ApiKey>, deadline: Deadline): Promise<StoredKey> {
     return updateKey(this, namespace, name, change, deadline)
   }
 
-  delete (namespace: string, name: string, check: (current: StoredKey) => void | Promise<void>, deadline: Deadline): Promise<void> {
-    return deleteKey(this, namespace, name, check, deadline)
+  async delete (namespace: string, name: string, check: (current: StoredKey) => void | Promise<void>, deadline: Deadline): Promise<void> {
+    await deleteKey(this, namespace, name, check, deadline)
+    this.observer.keysRevoked(1)
   }
 
   /** See list.ts. */
@@ -252,8 +275,10 @@ export class ApiKeyStore implements StoreCore {
   }
 
   /** See revoke.ts. */
-  revokeAllOf (username: string, options: { deadline: Deadline, batchTimeout: number }): Promise<number> {
-    return revokeAllOf(this, username, options)
+  async revokeAllOf (username: string, options: { deadline: Deadline, batchTimeout: number }): Promise<number> {
+    const deleted = await revokeAllOf(this, username, options)
+    this.observer.keysRevoked(deleted)
+    return deleted
   }
 }
 

@@ -84,7 +84,7 @@ export async function createKey (store: StoreCore, apiKey: ApiKey, digest: strin
       : await store.leaseForIdempotency(deadline))
     let res
     try {
-      res = await store.call(deadline, callOptions => createTxn(client, targets, puts, { key: lease, entry: entryLease }).options(callOptions).commit())
+      res = await store.call('txn', deadline, callOptions => createTxn(client, targets, puts, { key: lease, entry: entryLease }).options(callOptions).commit())
     } catch (err) {
       // The shared lease was revoked or lost (etcd restored from a backup): grant another, once.
       if (err instanceof EtcdLeaseInvalidError && entryLease !== undefined && entryLease !== lease && attempt === 1) {
@@ -126,7 +126,7 @@ async function swapRecord (store: StoreCore, recordKey: string, current: ReadRec
   const { key_sha256: digest, idempotency_entry: entryId } = before
   const lease = keepLease ? undefined : await store.leaseUntil(after.expires_at, deadline)
   const { namespace, name } = before.metadata
-  const res = await store.call(deadline, callOptions => client
+  const res = await store.call('txn', deadline, callOptions => client
     .if(recordKey, 'Mod', '==', current.revision)
     .and(keys.fence(before.username), 'Mod', '<', current.createRevision)
     .and(keys.fence(after.username), 'Mod', '<', current.createRevision)
@@ -208,7 +208,7 @@ export async function deleteKey (store: StoreCore, namespace: string, name: stri
 export async function deleteRecord (store: StoreCore, recordKey: string, current: ReadRecord, deadline: Deadline): Promise<boolean> {
   const { client, keys } = store
   const { key_sha256: digest, idempotency_entry: entryId } = current.value
-  const res = await store.call(deadline, options => client
+  const res = await store.call('txn', deadline, options => client
     .if(recordKey, 'Mod', '==', current.revision)
     .then(
       client.delete().key(recordKey),

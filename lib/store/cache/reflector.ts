@@ -31,6 +31,8 @@ export class Reflector {
   clusterId?: string
   /** Loads so far; all but the first are reloads. */
   loads = 0
+  /** etcd's revision in the last answer heard from it (see heard). */
+  etcdRevision = 0
   private closed = false
   private stream?: IDuplexStream<IWatchRequest, IWatchResponse>
   private restartTimer?: NodeJS.Timeout
@@ -60,6 +62,11 @@ export class Reflector {
     this.goDown()
     this.restart(0)
     return false
+  }
+
+  /** Notes etcd's revision from an answer's header: the newest heard, for the revision lag (a restore may take it back). */
+  heard (header: { revision: string } | undefined): void {
+    if (header !== undefined) this.etcdRevision = Number(header.revision)
   }
 
   /** Asks etcd for a progress notification, at most once a second; a watch that stays silent is restarted. */
@@ -149,6 +156,7 @@ export class Reflector {
       stream.on('data', res => {
         if (this.stream !== stream) return
         this.heardAt = Date.now()
+        this.heard(res.header)
         if (res.created === true && res.canceled !== true) {
           up = true
           this.live = true
@@ -190,6 +198,7 @@ export class Reflector {
     let revision: number | undefined
     for await (const res of scanBatches(this.read, { start: prefix, end: rangeEnd(prefix) }, { limit: readBatch, pin: true })) {
       revision ??= Number(res.header.revision)
+      this.heard(res.header)
       this.clusterId = res.header.cluster_id
       for (const kv of res.kvs) this.snapshot.put(kv)
     }

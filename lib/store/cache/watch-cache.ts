@@ -25,6 +25,12 @@ export interface CacheStatus {
   live: boolean
   /** The etcd revision the cache holds. */
   revision: number
+  /**
+   * etcd's revision as last heard (a linearizable read's answer, a watch response's header, a
+   * load); above `revision` while the cache is behind, or while etcd's later revisions are other
+   * keys' (a root shared with Sensu).
+   */
+  etcdRevision: number
   /** etcd keys held (records, digest entries, idempotency entries). */
   keys: number
   /** Range reads served from the cache, and those that went to etcd (cache down, behind, or a token's revision). */
@@ -74,6 +80,7 @@ export class WatchCache {
       const held = this.snapshot.revision
       const loads = this.reflector.loads
       const { header } = await source.range({ key: prefix })
+      this.reflector.heard(header)
       return { revision: Number(header.revision), clusterId: header.cluster_id, held, loads }
     })
     this.reflector = new Reflector(client, this.snapshot, request => source.range(request), this.current, options)
@@ -107,6 +114,11 @@ export class WatchCache {
     return this.snapshot.read(request.key, end, request.limit)
   }
 
+  /** A read the cache was not asked to serve (a continue token's revision it no longer holds): it went to etcd. */
+  bypassed (): void {
+    this.counts.etcd++
+  }
+
   /** True while the cache is etcd's state at `revision` (no change since). */
   holds (revision: number): boolean {
     return this.reflector.live && revision === this.snapshot.revision
@@ -114,8 +126,8 @@ export class WatchCache {
 
   /** What the cache is doing, for operators (`apiKeys.cacheStatus()`). */
   status (): CacheStatus {
-    const { live, loads } = this.reflector
-    return { live, revision: this.snapshot.revision, keys: this.snapshot.size, reads: { ...this.counts }, reloads: Math.max(0, loads - 1) }
+    const { live, loads, etcdRevision } = this.reflector
+    return { live, revision: this.snapshot.revision, etcdRevision, keys: this.snapshot.size, reads: { ...this.counts }, reloads: Math.max(0, loads - 1) }
   }
 
   /** True once the cache holds every change etcd had made when this was called. */
