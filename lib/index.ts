@@ -11,6 +11,8 @@ import { EtcdUnavailableError } from './store/errors.js'
 import { raisedAlarms } from './store/alarms.js'
 import type { CacheStatus } from './store/cache/watch-cache.js'
 import { apiKeyRoutes } from './http/routes/index.js'
+import { metricsRoute } from './http/metrics-route.js'
+import { pluginMetrics } from './metrics.js'
 import { requestDeadline } from './http/deadline.js'
 import { defaultAuthorize, type Caller } from './keys/authorization.js'
 import { digestSecret, isWellFormedSecret } from './keys/secrets.js'
@@ -55,11 +57,13 @@ declare module 'fastify' {
 async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOptions) {
   const settings = resolveOptions(opts)
   const { client, owned, attemptTimeout, receiveBytes } = storeClient(settings.etcd, settings.requestTimeout)
+  const metrics = settings.metrics === false ? undefined : pluginMetrics(settings.metrics.registry, (): CacheStatus | null => store.cacheStatus())
   const store = new ApiKeyStore(client, settings.root, {
     attemptTimeout,
     receiveBytes,
     maxKeyBytes: maxKeyBytes(settings.bodyLimit),
-    cache: settings.cache ? { callTimeout: settings.requestTimeout, log: fastify.log } : undefined
+    cache: settings.cache ? { callTimeout: settings.requestTimeout, log: fastify.log } : undefined,
+    observer: metrics?.observer
   })
 
   // Fail the boot, not the first request, when etcd cannot be reached.
@@ -81,15 +85,27 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
   /** The API key a request authenticated with (through verify): what it writes is guarded by it. */
   const credentials = new WeakMap<FastifyRequest, StoredKey>()
 
+  const verified = metrics?.verified ?? (() => {})
   const apiKeys: ApiKeys = {
     async verify (secret, request) {
-      if (typeof secret !== 'string' || !isWellFormedSecret(secret, settings.keyPrefix)) return null
+      if (typeof secret !== 'string' || !isWellFormedSecret(secret, settings.keyPrefix)) {
+        verified('malformed')
+        return null
+      }
       const found = await store.findByDigest(digestSecret(secret), requestDeadline(request, settings.requestTimeout))
-      if (found === null) return null
+      if (found.key === null) {
+        verified(found.why)
+        return null
+      }
       // The guarantee of expires_at, to the second: etcd's lease removes the key only eventually.
-      if (found.apiKey.expires_at !== undefined && Date.now() / 1000 >= found.apiKey.expires_at) return null
-      if (request !== undefined) credentials.set(request, found)
-      return found.apiKey
+      const { apiKey } = found.key
+      if (apiKey.expires_at !== undefined && Date.now() / 1000 >= apiKey.expires_at) {
+        verified('expired')
+        return null
+      }
+      if (request !== undefined) credentials.set(request, found.key)
+      verified('valid')
+      return apiKey
     },
     async revokeAllOf (username) {
       if (typeof username !== 'string' || username === '') throw new TypeError('revokeAllOf: username must be a non-empty string')
@@ -105,6 +121,10 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
   fastify.decorate('apiKeys', apiKeys)
   fastify.decorateRequest('apiKeyCaller', null)
 
+  const timeRequest = metrics?.timeRequest
+  // Every answer of the instance the plugin is registered in (fastify-plugin shares its hooks).
+  if (timeRequest !== undefined) fastify.addHook('onResponse', (request, reply, done) => { timeRequest(request, reply); done() })
+
   await fastify.register(apiKeyRoutes, {
     prefix: settings.basePath,
     store,
@@ -113,6 +133,17 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
     defaultPolicy: settings.authorize === undefined,
     credentialOf: (request: FastifyRequest) => credentials.get(request)
   })
+  if (settings.metrics !== false) {
+    const { registry, path, readers } = settings.metrics
+    await fastify.register(metricsRoute, {
+      path,
+      readers,
+      authenticate: settings.authenticate,
+      authFailureLimit: settings.authFailureLimit,
+      requestTimeout: settings.requestTimeout,
+      exposition: async () => ({ contentType: registry.contentType, text: await registry.metrics() })
+    })
+  }
 }
 
 export const fastifyEtcdApiKeysPlugin = fp(fastifyEtcdApiKeys, { name: 'fastify-etcd-apikeys', fastify: '5.x' })
@@ -121,7 +152,7 @@ export default fastifyEtcdApiKeysPlugin
 export { bearerTokens, apiKeyAuth, anyOf, type Authenticate } from './http/authenticators.js'
 export { defaultAuthorize } from './keys/authorization.js'
 export type { Caller, Authorize, AuthorizeContext, Action } from './keys/authorization.js'
-export type { ApiKeysOptions } from './options.js'
+export type { ApiKeysOptions, MetricsOptions } from './options.js'
 export { defaults } from './options.js'
 export * as schemas from './keys/schemas.js'
 export type { ApiKey, CreatedApiKey, CreateApiKeyBody, PatchApiKeyBody, ErrorBody } from './keys/schemas.js'

@@ -1,4 +1,5 @@
 import { Etcd3, type IOptions } from 'etcd3'
+import { Registry } from 'prom-client'
 import type { Authorize } from './keys/authorization.js'
 import type { Authenticate } from './http/authenticators.js'
 import type { AuthFailureLimit } from './http/failure-limit.js'
@@ -29,6 +30,23 @@ export interface ApiKeysOptions {
   writeLimit?: Partial<WriteLimit> | false
   /** Serve reads from an in-process copy kept exact by an etcd watch (consistent reads). Default true. */
   cache?: boolean
+  /** Prometheus metrics (docs/metrics.md): true, or where and for whom. Default false. */
+  metrics?: boolean | MetricsOptions
+}
+
+export interface MetricsOptions {
+  /** The prom-client registry to register the families in (a host's own). Default: a new registry of this plugin's. */
+  registry?: Registry
+  /** Where the metrics are answered. Default `/metrics`. */
+  path?: string
+  /** Who may read the metrics besides admins: its callers read the metrics and nothing else (the API routes never consult it). */
+  readers?: Authenticate
+}
+
+export interface ResolvedMetrics {
+  registry: Registry
+  path: string
+  readers?: Authenticate
 }
 
 export interface ResolvedOptions {
@@ -44,6 +62,7 @@ export interface ResolvedOptions {
   maxKeysPerUser: number | false
   writeLimit: WriteLimit | false
   cache: boolean
+  metrics: ResolvedMetrics | false
 }
 
 export const defaults = {
@@ -56,7 +75,9 @@ export const defaults = {
   authFailureLimit: { max: 30, timeWindow: 60_000 },
   maxKeysPerUser: 100,
   writeLimit: { perSecond: 10, burst: 20 },
-  cache: true
+  cache: true,
+  metrics: false,
+  metricsPath: '/metrics'
 } as const
 
 function fail (name: string, rule: string, value: unknown): never {
@@ -118,6 +139,26 @@ function writeLimitOption (value: unknown): WriteLimit | false {
   return { perSecond, burst: positiveInteger('writeLimit.burst', given.burst ?? defaults.writeLimit.burst) }
 }
 
+const URL_PATH = /^(\/[A-Za-z0-9._~-]+)+$/
+
+function metricsOption (value: unknown): ResolvedMetrics | false {
+  if (value === false || value === undefined) return false
+  if (value !== true && (typeof value !== 'object' || value === null)) fail('metrics', 'must be true, false or { registry, path, readers }', value)
+  const given = (value === true ? {} : value) as MetricsOptions
+  const registry = given.registry ?? new Registry()
+  // Duck-typed: a host's registry may come from another copy of prom-client.
+  const r = registry as Partial<Registry>
+  if (typeof r.registerMetric !== 'function' || typeof r.metrics !== 'function' || typeof r.getSingleMetric !== 'function') {
+    fail('metrics.registry', 'must be a prom-client Registry', typeof registry)
+  }
+  if (given.readers !== undefined && typeof given.readers !== 'function') fail('metrics.readers', 'must be an authenticate function, for example bearerTokens([token])', given.readers)
+  return {
+    registry,
+    path: matching('metrics.path', given.path ?? defaults.metricsPath, URL_PATH, 'must be a URL path like /metrics (a leading /, no trailing /)'),
+    ...(given.readers !== undefined && { readers: given.readers })
+  }
+}
+
 /** Every option checked at registration, with defaults applied; a wrong one names itself. */
 export function resolveOptions (options: Partial<ApiKeysOptions> | undefined): ResolvedOptions {
   const o = options ?? {}
@@ -137,6 +178,7 @@ export function resolveOptions (options: Partial<ApiKeysOptions> | undefined): R
     authFailureLimit: authFailureLimitOption(o.authFailureLimit),
     maxKeysPerUser: o.maxKeysPerUser === false ? false : positiveInteger('maxKeysPerUser', o.maxKeysPerUser ?? defaults.maxKeysPerUser),
     writeLimit: writeLimitOption(o.writeLimit),
-    cache: boolean('cache', o.cache ?? defaults.cache)
+    cache: boolean('cache', o.cache ?? defaults.cache),
+    metrics: metricsOption(o.metrics)
   }
 }

@@ -108,6 +108,8 @@ t.test('defaults', async t => {
     authFailureLimit: { max: 30, timeWindow: 60_000 },
     maxKeysPerUser: 100,
     writeLimit: { perSecond: 10, burst: 20 },
-    cache: true
+    cache: true,
+    metrics: false,
+    metricsPath: '/metrics'
   })
 })
