@@ -36,6 +36,7 @@ export const ServerEnvironment = Type.Object({
   TLS_CERT_FILE: Type.Optional(variable(ANY, 'a readable PEM file')),
   TLS_KEY_FILE: Type.Optional(variable(ANY, 'a readable PEM file')),
   APIKEY_ADMIN_TOKEN: Type.Optional(variable(ADMIN_TOKEN_LIST, 'one or more admin tokens separated by commas or spaces, each at least 16 printable characters', true)),
+  METRICS_TOKEN: Type.Optional(variable(`^${ADMIN_TOKEN}$`, 'a token of at least 16 printable characters, without spaces or commas', true)),
   APIKEY_ADMINS: Type.Optional(variable('^[^,\\s]+(,[^,\\s]+)*$', 'comma-separated usernames')),
   REQUEST_TIMEOUT_MS: Type.Optional(variable('^[1-9][0-9]{0,6}$', 'milliseconds, a positive integer')),
   LOG_LEVEL: Type.Optional(variable('^(fatal|error|warn|info|debug|trace|silent)$', 'one of fatal, error, warn, info, debug, trace, silent')),
@@ -61,6 +62,8 @@ export interface ServerConfig {
   tls?: { certFile: string, keyFile: string }
   /** APIKEY_ADMIN_TOKEN's tokens, each accepted (several: a rotation without downtime). */
   adminTokens?: string[]
+  /** METRICS_TOKEN: a bearer token that reads GET /metrics and nothing else. */
+  metricsToken?: string
   admins: string[]
   requestTimeout: number
   logLevel: string
@@ -103,6 +106,16 @@ function adminTokensOf (value: string): string[] {
   return value.split(/[,\s]+/).filter(token => token !== '')
 }
 
+/**
+ * METRICS_TOKEN must not be an admin token too: Prometheus, which holds it, would be an admin.
+ * `where` names where the admin tokens came from.
+ */
+export function checkMetricsToken (metricsToken: string | undefined, adminTokens: string[], where: string): void {
+  if (metricsToken !== undefined && adminTokens.includes(metricsToken)) {
+    throw new ConfigError(`METRICS_TOKEN must differ from every admin token, and is one of ${where}'s: Prometheus would read the metrics as an admin. Give it a token of its own`)
+  }
+}
+
 function trustProxyOf (value: string | undefined): boolean | string[] {
   if (value === undefined || value === 'false') return false
   return value === 'true' || value.split(',')
@@ -129,6 +142,8 @@ export function loadConfig (env: NodeJS.ProcessEnv): ServerConfig {
     if (value > 65535) throw new ConfigError(`${name} must be ${ServerEnvironment.properties[name].description} (got ${JSON.stringify(e[name])})`)
     return value
   }
+  const adminTokens = e.APIKEY_ADMIN_TOKEN === undefined ? undefined : adminTokensOf(e.APIKEY_ADMIN_TOKEN)
+  checkMetricsToken(e.METRICS_TOKEN, adminTokens ?? [], 'APIKEY_ADMIN_TOKEN')
   const dataDir = resolve(e.DATA_DIR ?? './data')
   const auth = both(e.ETCD_USERNAME, e.ETCD_PASSWORD, 'ETCD_USERNAME and ETCD_PASSWORD')
   const tls = both(e.TLS_CERT_FILE, e.TLS_KEY_FILE, 'TLS_CERT_FILE and TLS_KEY_FILE')
@@ -154,7 +169,8 @@ export function loadConfig (env: NodeJS.ProcessEnv): ServerConfig {
     etcdAuth: auth && { username: auth[0], password: auth[1] },
     root: e.ETCD_ROOT ?? defaults.root,
     tls: tls && { certFile: readable('TLS_CERT_FILE', tls[0]) as string, keyFile: readable('TLS_KEY_FILE', tls[1]) as string },
-    adminTokens: e.APIKEY_ADMIN_TOKEN === undefined ? undefined : adminTokensOf(e.APIKEY_ADMIN_TOKEN),
+    adminTokens,
+    metricsToken: e.METRICS_TOKEN,
     admins: (e.APIKEY_ADMINS ?? 'admin').split(','),
     requestTimeout: e.REQUEST_TIMEOUT_MS === undefined ? defaults.requestTimeout : Number(e.REQUEST_TIMEOUT_MS),
     logLevel: e.LOG_LEVEL ?? 'info',

@@ -7,7 +7,7 @@ import swagger from '@fastify/swagger'
 import apiKeys, { anyOf, apiKeyAuth, bearerTokens } from '../index.js'
 import { RETRY_AFTER_SECONDS, replyErrorsInSensuShape, sendError, sensuCode } from '../http/errors.js'
 import { etcdClientOptions } from './etcd-client.js'
-import type { ServerConfig } from './config.js'
+import { checkMetricsToken, type ServerConfig } from './config.js'
 import { loadAdminToken } from './admin-token.js'
 
 /** Node's limit on the request line and headers together, stated here so that it is documented. */
@@ -46,6 +46,7 @@ function alarmMessage (alarm: string): string {
  */
 export async function buildServer (config: ServerConfig, endpoints: string[], options: { logStream?: NodeJS.WritableStream } = {}): Promise<FastifyInstance> {
   const admin = await loadAdminToken(config)
+  checkMetricsToken(config.metricsToken, admin.tokens, admin.file ?? 'APIKEY_ADMIN_TOKEN')
   const nodeServerOptions = { maxHeaderSize: MAX_HEADER_BYTES, connectionsCheckingInterval: 1000 }
   const serverOptions: FastifyServerOptions & { https?: object } = {
     logger: {
@@ -101,7 +102,9 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
     requestTimeout: config.requestTimeout,
     authFailureLimit: config.authFailureLimit,
     writeLimit: config.writeLimit,
-    authenticate: anyOf(bearerTokens(admin.tokens), apiKeyAuth({ admins: config.admins }))
+    authenticate: anyOf(bearerTokens(admin.tokens), apiKeyAuth({ admins: config.admins })),
+    // GET /metrics, for admins, and for METRICS_TOKEN (which opens nothing else).
+    metrics: { ...(config.metricsToken !== undefined && { readers: bearerTokens([config.metricsToken], { username: 'metrics' }) }) }
   })
 
   // Unauthenticated, as Sensu's and Kubernetes' services have them.
