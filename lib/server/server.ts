@@ -80,17 +80,12 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
   app.addHook('onSend', async (request, reply) => { reply.header('x-request-id', request.id) })
   replyErrorsInSensuShape(app)
 
-  // The OpenAPI document, made from the routes' TypeBox schemas: GET /openapi.json.
+  // The OpenAPI document, made from the routes' TypeBox schemas: GET /openapi.json. The plugin's
+  // routes add their security schemes (and this server, `/`) themselves, as in a host's document.
   await app.register(swagger, {
     openapi: {
-      info: { title: 'APIKey API', description: 'Sensu Go\'s APIKey API, keys kept in etcd', version: '1' },
-      components: {
-        securitySchemes: {
-          bearer: { type: 'http', scheme: 'bearer', description: 'the admin token' },
-          key: { type: 'apiKey', in: 'header', name: 'Authorization', description: 'Key <secret>' }
-        }
-      },
-      security: [{ bearer: [] }, { key: [] }]
+      info: { title: 'APIKey API', description: 'Sensu Go\'s APIKey API, keys kept in etcd', version: '1', license: { name: 'MIT' } },
+      servers: [{ url: '/', description: 'this server' }]
     }
   })
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
