@@ -59,12 +59,12 @@ const json = (schema: TSchema, examples?: Success['examples']) =>
   ({ 'application/json': { schema, ...(examples && { examples }) } })
 
 /**
- * A route's `schema.response`: its success, and each of `errors` (plus COMMON_ERRORS) with the
- * error body `{message, code}` and its headers. Fastify serializes with it; @fastify/swagger
- * documents it.
+ * A route's `schema.response`: its success, and each of `errors` (plus `common`: by default
+ * COMMON_ERRORS, what a route of the plugin may always answer) with the error body
+ * `{message, code}` and its headers. Fastify serializes with it; @fastify/swagger documents it.
  */
-export function documentedResponses (errors: ErrorStatus[], success: Success): NonNullable<FastifySchema['response']> {
-  const statuses = [...new Set([...COMMON_ERRORS, ...errors])].sort((a, b) => a - b)
+export function documentedResponses (errors: ErrorStatus[], success: Success, common = COMMON_ERRORS): NonNullable<FastifySchema['response']> {
+  const statuses = [...new Set([...common, ...errors])].sort((a, b) => a - b)
   const headers = headersOf(success.headers)
   const responses: Record<string, unknown> = {
     [success.status]: success.schema === undefined

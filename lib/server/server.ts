@@ -4,11 +4,13 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import swagger from '@fastify/swagger'
+import { Type } from '@sinclair/typebox'
 import apiKeys, { anyOf, apiKeyAuth, bearerTokens } from '../index.js'
 import { RETRY_AFTER_SECONDS, replyErrorsInSensuShape, sendError, sensuCode } from '../http/errors.js'
 import { etcdClientOptions } from './etcd-client.js'
 import type { ServerConfig } from './config.js'
 import { loadAdminToken } from './admin-token.js'
+import { documentedResponses, type ErrorStatus } from '../http/openapi.js'
 
 /** Node's limit on the request line and headers together, stated here so that it is documented. */
 export const MAX_HEADER_BYTES = 16 * 1024
@@ -38,6 +40,12 @@ function alarmMessage (alarm: string): string {
   return alarm === 'NOSPACE'
     ? 'etcd raised the NOSPACE alarm: it is out of space and refuses writes until an operator compacts, defragments and disarms it'
     : `etcd raised the ${alarm} alarm: see etcd's documentation of alarms`
+}
+
+/** The OpenAPI description of /health and /ready: unauthenticated, their success and their errors. */
+function probe (operationId: string, summary: string, errors: ErrorStatus[]) {
+  const success = { status: 200 as const, description: 'Yes', schema: Type.Object({ status: Type.String() }) }
+  return { operationId, summary, tags: ['probes'], security: [], response: documentedResponses(errors, success, []) }
 }
 
 /**
@@ -84,7 +92,7 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
   // routes add their security schemes (and this server, `/`) themselves, as in a host's document.
   await app.register(swagger, {
     openapi: {
-      info: { title: 'APIKey API', description: 'Sensu Go\'s APIKey API, keys kept in etcd', version: '1', license: { name: 'MIT' } },
+      info: { title: 'APIKey API', description: 'Sensu Go\'s APIKey API, keys kept in etcd', version: '1', license: { name: 'MIT', url: 'https://opensource.org/licenses/MIT' } },
       servers: [{ url: '/', description: 'this server' }]
     }
   })
@@ -100,8 +108,8 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
   })
 
   // Unauthenticated, as Sensu's and Kubernetes' services have them.
-  app.get('/health', { logLevel: 'warn' }, async () => ({ status: 'ok' }))
-  app.get('/ready', { logLevel: 'warn' }, async (request, reply) => {
+  app.get('/health', { logLevel: 'warn', schema: probe('health', 'Is the server up? (asks nothing of etcd)', []) }, async () => ({ status: 'ok' }))
+  app.get('/ready', { logLevel: 'warn', schema: probe('ready', 'Can the server serve? (etcd answers and has raised no alarm)', [503]) }, async (request, reply) => {
     const timeout = Math.min(config.requestTimeout, 2000)
     let alarms
     try {
