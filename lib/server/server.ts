@@ -4,6 +4,7 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
 import { Type } from '@sinclair/typebox'
 import apiKeys, { anyOf, apiKeyAuth, bearerTokens } from '../index.js'
 import { RETRY_AFTER_SECONDS, replyErrorsInSensuShape, sendError, sensuCode } from '../http/errors.js'
@@ -97,6 +98,11 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
     }
   })
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  // The interactive page made from it, every asset served from here (no CDN) and no call to
+  // swagger's online validator. Unauthenticated, as the document is; DOCS=false turns it off.
+  if (config.docs) {
+    await app.register(swaggerUi, { routePrefix: '/docs', validatorUrl: false, uiConfig: { validatorUrl: null } })
+  }
 
   await app.register(apiKeys, {
     etcd: etcdClientOptions(config, endpoints),
