@@ -109,7 +109,8 @@ function checkOperations (t: Test, doc: Doc) {
   t.match(doc.components.securitySchemes.apiKey, { type: 'apiKey', in: 'header', name: 'Authorization' })
   t.ok(doc.servers?.length > 0, 'servers')
   const ids = new Set<string>()
-  for (const { path, method, op } of operations(doc).filter(({ op }) => op.tags?.includes('apikeys'))) {
+  // Every operation but the standalone server's unauthenticated probes: a route added without its answers fails here.
+  for (const { path, method, op } of operations(doc).filter(({ op }) => !op.tags?.includes('probes'))) {
     const name = `${method.toUpperCase()} ${path}`
     t.match(op.operationId, /^[a-zA-Z]+$/, `${name}: an operationId`)
     t.notOk(ids.has(op.operationId), `${name}: its operationId is unique`)

@@ -38,7 +38,7 @@ const example = (summary: string, value: unknown) => ({ summary, value })
 
 export const examples = {
   createRequest: { reference: example('The reference\'s POST payload (the server makes the name)', postPayload) },
-  created: { reference: example('The key made from the reference\'s payload, with its secret', { ...answered(postPayload), key: 'sak_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' }) },
+  created: { reference: example('The key made from the reference\'s payload, with its secret', { ...answered(postPayload), key: 'sak_' + 'x'.repeat(49) }) },
   list: { reference: example('The reference\'s list output', [answered(influxdbHandler), answered(slackHandler)]) },
   get: { reference: example('The reference\'s GET output', answered(postPayload)) },
   patchRequest: { labels: example('Set a label, drop the expiry', { metadata: { labels: { team: 'ops' } }, expires_at: null }) }
