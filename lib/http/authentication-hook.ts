@@ -23,7 +23,6 @@ export async function useAuthentication (app: FastifyInstance, options: { authen
     if (caller === null || caller === undefined) {
       const wait = guard === undefined ? 0 : guard.waitFor(request) || await guard.failed(request)
       if (wait > 0) throw tooManyFailures(reply, wait)
-      reply.header('www-authenticate', 'Bearer, Key')
       throw new UnauthenticatedError()
     }
     if (typeof caller.username !== 'string' || caller.username === '' || typeof caller.admin !== 'boolean' ||

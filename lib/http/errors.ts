@@ -91,6 +91,9 @@ export function sendError (error: Error, request: FastifyRequest, reply: Fastify
     reply.header('retry-after', String(RETRY_AFTER_SECONDS))
   } else if (answer.statusCode >= 500) {
     request.log.error({ err: error }, 'request failed')
+  } else if (answer.statusCode === 401) {
+    // Every 401, the hook's and that of a key revoked during its own request, names the schemes (RFC 9110).
+    reply.header('www-authenticate', 'Bearer, Key')
   }
   return reply.code(answer.statusCode).send({ message: answer.message, code: sensuCode(answer.statusCode) })
 }

@@ -45,7 +45,8 @@ export const ServerEnvironment = Type.Object({
   AUTH_FAILURE_WINDOW_MS: Type.Optional(variable('^[1-9][0-9]{0,8}$', 'milliseconds, a positive integer')),
   WRITE_LIMIT_PER_SECOND: Type.Optional(variable('^(0|[1-9][0-9]{0,6})$', 'writes a non-admin username regains per second, 0 for no limit')),
   WRITE_LIMIT_BURST: Type.Optional(variable('^[1-9][0-9]{0,6}$', 'writes a non-admin username may make at once, a positive integer')),
-  TRUST_PROXY: Type.Optional(variable('^(true|false|[0-9a-fA-F.:/]+(,[0-9a-fA-F.:/]+)*)$', 'true, false, or comma-separated proxy addresses or CIDR ranges'))
+  TRUST_PROXY: Type.Optional(variable('^(true|false|[0-9a-fA-F.:/]+(,[0-9a-fA-F.:/]+)*)$', 'true, false, or comma-separated proxy addresses or CIDR ranges')),
+  DOCS: Type.Optional(variable('^(true|false)$', 'true or false: whether /docs serves the interactive API page'))
 })
 type Environment = Static<typeof ServerEnvironment>
 
@@ -74,6 +75,8 @@ export interface ServerConfig {
   writeLimit: { perSecond: number, burst: number } | false
   /** Fastify's trustProxy: whose X-Forwarded-For gives the client address. */
   trustProxy: boolean | string[]
+  /** Whether /docs serves the interactive page made from the OpenAPI document. */
+  docs: boolean
 }
 
 export class ConfigError extends Error {}
@@ -187,6 +190,7 @@ export function loadConfig (env: NodeJS.ProcessEnv): ServerConfig {
           perSecond: e.WRITE_LIMIT_PER_SECOND === undefined ? defaults.writeLimit.perSecond : Number(e.WRITE_LIMIT_PER_SECOND),
           burst: e.WRITE_LIMIT_BURST === undefined ? defaults.writeLimit.burst : Number(e.WRITE_LIMIT_BURST)
         },
-    trustProxy: trustProxyOf(e.TRUST_PROXY)
+    trustProxy: trustProxyOf(e.TRUST_PROXY),
+    docs: e.DOCS !== 'false'
   }
 }

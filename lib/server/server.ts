@@ -4,11 +4,14 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import { Type } from '@sinclair/typebox'
 import apiKeys, { anyOf, apiKeyAuth, bearerTokens } from '../index.js'
 import { RETRY_AFTER_SECONDS, replyErrorsInSensuShape, sendError, sensuCode } from '../http/errors.js'
 import { etcdClientOptions } from './etcd-client.js'
 import { checkMetricsToken, type ServerConfig } from './config.js'
 import { loadAdminToken } from './admin-token.js'
+import { documentedResponses, type ErrorStatus } from '../http/openapi.js'
 
 /** Node's limit on the request line and headers together, stated here so that it is documented. */
 export const MAX_HEADER_BYTES = 16 * 1024
@@ -38,6 +41,12 @@ function alarmMessage (alarm: string): string {
   return alarm === 'NOSPACE'
     ? 'etcd raised the NOSPACE alarm: it is out of space and refuses writes until an operator compacts, defragments and disarms it'
     : `etcd raised the ${alarm} alarm: see etcd's documentation of alarms`
+}
+
+/** The OpenAPI description of /health and /ready: unauthenticated, their success and their errors. */
+function probe (operationId: string, summary: string, errors: ErrorStatus[]) {
+  const success = { status: 200 as const, description: 'Yes', schema: Type.Object({ status: Type.String() }) }
+  return { operationId, summary, tags: ['probes'], security: [], response: documentedResponses(errors, success, []) }
 }
 
 /**
@@ -81,20 +90,20 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
   app.addHook('onSend', async (request, reply) => { reply.header('x-request-id', request.id) })
   replyErrorsInSensuShape(app)
 
-  // The OpenAPI document, made from the routes' TypeBox schemas: GET /openapi.json.
+  // The OpenAPI document, made from the routes' TypeBox schemas: GET /openapi.json. The plugin's
+  // routes add their security schemes (and this server, `/`) themselves, as in a host's document.
   await app.register(swagger, {
     openapi: {
-      info: { title: 'APIKey API', description: 'Sensu Go\'s APIKey API, keys kept in etcd', version: '1' },
-      components: {
-        securitySchemes: {
-          bearer: { type: 'http', scheme: 'bearer', description: 'the admin token' },
-          key: { type: 'apiKey', in: 'header', name: 'Authorization', description: 'Key <secret>' }
-        }
-      },
-      security: [{ bearer: [] }, { key: [] }]
+      info: { title: 'APIKey API', description: 'Sensu Go\'s APIKey API, keys kept in etcd', version: '1', license: { name: 'MIT', url: 'https://opensource.org/licenses/MIT' } },
+      servers: [{ url: '/', description: 'this server' }]
     }
   })
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  // The interactive page made from it, every asset served from here (no CDN) and no call to
+  // swagger's online validator. Unauthenticated, as the document is; DOCS=false turns it off.
+  if (config.docs) {
+    await app.register(swaggerUi, { routePrefix: '/docs', validatorUrl: false, uiConfig: { validatorUrl: null } })
+  }
 
   await app.register(apiKeys, {
     etcd: etcdClientOptions(config, endpoints),
@@ -108,8 +117,8 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
   })
 
   // Unauthenticated, as Sensu's and Kubernetes' services have them.
-  app.get('/health', { logLevel: 'warn' }, async () => ({ status: 'ok' }))
-  app.get('/ready', { logLevel: 'warn' }, async (request, reply) => {
+  app.get('/health', { logLevel: 'warn', schema: probe('health', 'Is the server up? (asks nothing of etcd)', []) }, async () => ({ status: 'ok' }))
+  app.get('/ready', { logLevel: 'warn', schema: probe('ready', 'Can the server serve? (etcd answers and has raised no alarm)', [503]) }, async (request, reply) => {
     const timeout = Math.min(config.requestTimeout, 2000)
     let alarms
     try {

@@ -5,10 +5,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, HTTP
 import type {} from '@fastify/swagger'
 import { Type } from '@sinclair/typebox'
 import {
-  ApiKey, ApiKeyParams, CreateApiKeyBody, CreatedApiKey, ErrorBody, ListQuery, NamespaceParams, PatchApiKeyBody,
+  ApiKey, ApiKeyParams, CreateApiKeyBody, CreatedApiKey, ListQuery, NamespaceParams, PatchApiKeyBody,
   RevokeAllAnswer, RevokeAllQuery
 } from '../../keys/schemas.js'
 import { InvalidArgumentError, MethodNotAllowedError, replyErrorsInSensuShape, sendRouteNotFound } from '../errors.js'
+import { addToDocument, documentedResponses, SECURITY, type ErrorStatus, type Success } from '../openapi.js'
+import { examples } from '../openapi-examples.js'
 import { typeBoxValidatorCompiler } from '../validator.js'
 import { useJsonBodies } from '../content-types.js'
 import { useAuthentication } from '../authentication-hook.js'
@@ -20,13 +22,13 @@ import { deleteHandler, patchHandler, revokeAllHandler } from './change.js'
 export type { RoutesOptions, RouteSettings } from './context.js'
 export { MAX_LIMIT } from './read.js'
 
-const errorResponses = { '4xx': ErrorBody, '5xx': ErrorBody }
-
 interface Route {
   /** 'ALL': every method Fastify supports (app.all). */
   method: HTTPMethods | HTTPMethods[] | 'ALL'
   url: string
-  schema: FastifySchema & { hide?: boolean, tags?: string[], summary?: string }
+  schema: FastifySchema & { hide?: boolean, tags?: string[], summary?: string, operationId?: string }
+  /** What the route answers: its success, and the error statuses it adds to COMMON_ERRORS (lib/http/openapi.ts). */
+  answers?: { success: Success, errors: ErrorStatus[] }
   preValidation?: (request: FastifyRequest) => Promise<void>
   handler: (ctx: RouteContext) => unknown
 }
@@ -45,7 +47,8 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
     {
       method: 'GET',
       url: collection,
-      schema: { ...shown, summary: 'List the API keys of a namespace', params: NamespaceParams, querystring: ListQuery, response: { 200: Type.Array(ApiKey), ...errorResponses } },
+      schema: { ...shown, operationId: 'listApiKeys', summary: 'List the API keys of a namespace', params: NamespaceParams, querystring: ListQuery },
+      answers: { errors: [410], success: { status: 200, description: 'The keys (a page of them with `limit`)', schema: Type.Array(ApiKey), headers: ['Sensu-Continue'], examples: examples.list } },
       handler: listHandler
     },
     {
@@ -53,6 +56,7 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
       url: collection,
       schema: {
         ...shown,
+        operationId: 'createApiKey',
         summary: 'Create an API key; the answer holds its secret, shown this once',
         params: NamespaceParams,
         headers: Type.Object({
@@ -60,9 +64,9 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
             description: 'Makes a retry safe: the same request with the same value within 24 hours answers the key it created, secret included, instead of creating another'
           }))
         }),
-        body: Type.Optional(CreateApiKeyBody),
-        response: { 201: CreatedApiKey, ...errorResponses }
+        body: Type.Optional({ ...CreateApiKeyBody, 'x-examples': examples.createRequest })
       },
+      answers: { errors: [403, 409, 413, 415], success: { status: 201, description: 'Created; `key` is the secret', schema: CreatedApiKey, headers: ['Location', 'ETag', 'Idempotent-Replayed'], examples: examples.created } },
       // An empty body creates a key with defaults, as if it were {}.
       preValidation: async (request) => { if (request.body === undefined) request.body = {} },
       handler: createHandler
@@ -70,13 +74,25 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
     {
       method: 'GET',
       url: item,
-      schema: { ...shown, summary: 'Read an API key', params: ApiKeyParams, response: { 200: ApiKey, ...errorResponses } },
+      schema: { ...shown, operationId: 'getApiKey', summary: 'Read an API key', params: ApiKeyParams },
+      answers: { errors: [404], success: { status: 200, description: 'The key', schema: ApiKey, headers: ['ETag'], examples: examples.get } },
       handler: getHandler
     },
     {
       method: 'PATCH',
       url: item,
-      schema: { ...shown, summary: 'Update an API key with a JSON merge patch (RFC 7396)', params: ApiKeyParams, body: PatchApiKeyBody, response: { 200: ApiKey, ...errorResponses } },
+      schema: {
+        ...shown,
+        operationId: 'patchApiKey',
+        summary: 'Update an API key with a JSON merge patch (RFC 7396)',
+        params: ApiKeyParams,
+        headers: Type.Object({
+          'if-match': Type.Optional(Type.String({ description: 'Change the key only if its ETag is one of these (or `*`); otherwise a 412' }))
+        }),
+        body: { ...PatchApiKeyBody, 'x-examples': examples.patchRequest },
+        consumes: ['application/merge-patch+json', 'application/json']
+      },
+      answers: { errors: [403, 404, 412, 413, 415], success: { status: 200, description: 'The key as updated', schema: ApiKey, headers: ['ETag'], examples: examples.get } },
       preValidation: async (request) => {
         if (request.body === undefined) throw new InvalidArgumentError('PATCH needs a JSON merge patch body')
       },
@@ -85,7 +101,8 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
     {
       method: 'DELETE',
       url: item,
-      schema: { ...shown, summary: 'Revoke an API key', params: ApiKeyParams, response: { 204: Type.Null({ description: 'revoked' }), ...errorResponses } },
+      schema: { ...shown, operationId: 'deleteApiKey', summary: 'Revoke an API key', params: ApiKeyParams },
+      answers: { errors: [403, 404, 413, 415], success: { status: 204, description: 'Revoked' } },
       handler: deleteHandler
     },
     // Other methods on these paths, and deeper paths (an unencoded `a/b`), answer in JSON too.
@@ -102,11 +119,21 @@ const ROUTES: Route[] = [
   {
     method: 'DELETE',
     url: '/apikeys',
-    schema: { tags: ['apikeys'], summary: 'Revoke every API key of a username, in all namespaces (admins only)', querystring: RevokeAllQuery, response: { 200: RevokeAllAnswer, ...errorResponses } },
+    schema: { tags: ['apikeys'], operationId: 'revokeAllApiKeysOf', summary: 'Revoke every API key of a username, in all namespaces (admins only)', querystring: RevokeAllQuery },
+    answers: { errors: [403, 413, 415], success: { status: 200, description: 'How many keys were revoked', schema: RevokeAllAnswer } },
     handler: revokeAllHandler
   },
   { method: ['GET', 'PUT', 'POST', 'PATCH'], url: '/apikeys', schema: { hide: true }, handler: methodNotAllowed('DELETE') }
 ]
+
+/** A route's schema with what it answers, and its security, for Fastify's serializer and for the OpenAPI document. */
+function documented ({ schema, answers }: Route): { schema: FastifySchema, config?: object } {
+  if (answers === undefined) return { schema }
+  return {
+    schema: { ...schema, security: SECURITY, response: documentedResponses(answers.errors, answers.success) },
+    config: { swaggerTransform: addToDocument }
+  }
+}
 
 export async function apiKeyRoutes (app: FastifyInstance, options: RoutesOptions) {
   const { settings } = options
@@ -115,7 +142,8 @@ export async function apiKeyRoutes (app: FastifyInstance, options: RoutesOptions
   useJsonBodies(app, settings.bodyLimit)
   await useAuthentication(app, settings)
   const ctx = routeContext(options, app.prefix)
-  for (const { method, url, schema, preValidation, handler } of ROUTES) {
-    app.route({ method: method === 'ALL' ? app.supportedMethods as HTTPMethods[] : method, url, schema, ...(preValidation && { preValidation }), handler: handler(ctx) as RouteHandlerMethod })
+  for (const route of ROUTES) {
+    const { method, url, preValidation, handler } = route
+    app.route({ method: method === 'ALL' ? app.supportedMethods as HTTPMethods[] : method, url, ...documented(route), ...(preValidation && { preValidation }), handler: handler(ctx) as RouteHandlerMethod })
   }
 }
