@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, HTTP
 import type {} from '@fastify/swagger'
 import { Type } from '@sinclair/typebox'
 import {
-  ApiKey, ApiKeyParams, CreateApiKeyBody, CreatedApiKey, ErrorBody, ListQuery, NamespaceParams, PatchApiKeyBody,
+  ApiKey, ApiKeyParams, CreateApiKeyBody, CreatedApiKey, ErrorBody, ListQuery, NamespaceParams, NoQuery, PatchApiKeyBody,
   RevokeAllAnswer, RevokeAllQuery
 } from '../../keys/schemas.js'
 import { InvalidArgumentError, MethodNotAllowedError, replyErrorsInSensuShape, sendRouteNotFound } from '../errors.js'
@@ -55,6 +55,7 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
         ...shown,
         summary: 'Create an API key; the answer holds its secret, shown this once',
         params: NamespaceParams,
+        querystring: NoQuery,
         headers: Type.Object({
           'idempotency-key': Type.Optional(Type.String({
             description: 'Makes a retry safe: the same request with the same value within 24 hours answers the key it created, secret included, instead of creating another'
@@ -70,13 +71,13 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
     {
       method: 'GET',
       url: item,
-      schema: { ...shown, summary: 'Read an API key', params: ApiKeyParams, response: { 200: ApiKey, ...errorResponses } },
+      schema: { ...shown, summary: 'Read an API key', params: ApiKeyParams, querystring: NoQuery, response: { 200: ApiKey, ...errorResponses } },
       handler: getHandler
     },
     {
       method: 'PATCH',
       url: item,
-      schema: { ...shown, summary: 'Update an API key with a JSON merge patch (RFC 7396)', params: ApiKeyParams, body: PatchApiKeyBody, response: { 200: ApiKey, ...errorResponses } },
+      schema: { ...shown, summary: 'Update an API key with a JSON merge patch (RFC 7396)', params: ApiKeyParams, querystring: NoQuery, body: PatchApiKeyBody, response: { 200: ApiKey, ...errorResponses } },
       preValidation: async (request) => {
         if (request.body === undefined) throw new InvalidArgumentError('PATCH needs a JSON merge patch body')
       },
@@ -85,7 +86,7 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
     {
       method: 'DELETE',
       url: item,
-      schema: { ...shown, summary: 'Revoke an API key', params: ApiKeyParams, response: { 204: Type.Null({ description: 'revoked' }), ...errorResponses } },
+      schema: { ...shown, summary: 'Revoke an API key', params: ApiKeyParams, querystring: NoQuery, response: { 204: Type.Null({ description: 'revoked' }), ...errorResponses } },
       handler: deleteHandler
     },
     // Other methods on these paths, and deeper paths (an unencoded `a/b`), answer in JSON too.
@@ -100,12 +101,18 @@ const ROUTES: Route[] = [
   ...itemRoutes('apikey'),
   ...itemRoutes('apikeys'),
   {
+    method: 'GET',
+    url: '/apikeys',
+    schema: { tags: ['apikeys'], summary: 'List the API keys of every namespace', querystring: ListQuery, response: { 200: Type.Array(ApiKey), ...errorResponses } },
+    handler: listHandler
+  },
+  {
     method: 'DELETE',
     url: '/apikeys',
     schema: { tags: ['apikeys'], summary: 'Revoke every API key of a username, in all namespaces (admins only)', querystring: RevokeAllQuery, response: { 200: RevokeAllAnswer, ...errorResponses } },
     handler: revokeAllHandler
   },
-  { method: ['GET', 'PUT', 'POST', 'PATCH'], url: '/apikeys', schema: { hide: true }, handler: methodNotAllowed('DELETE') }
+  { method: ['PUT', 'POST', 'PATCH'], url: '/apikeys', schema: { hide: true }, handler: methodNotAllowed('GET, HEAD, DELETE') }
 ]
 
 export async function apiKeyRoutes (app: FastifyInstance, options: RoutesOptions) {
