@@ -285,7 +285,10 @@ export function predict (sent: Sent, model: Model, clock: { before: number }): P
     return p([405], 'another method on an API path')
   }
   // Every route checks its query: a parameter it does not take is a 400 (so is a bad name, a bad body).
-  const unknown = unknownParameter(query, collection && method !== 'POST' ? LIST_QUERY : [])
+  const takesList = collection && method !== 'POST'
+  // A malformed escape in a route that takes no query: its parameter (the fuzz's names all decode) is unknown.
+  if (query === null && !takesList) return p([400], 'a query parameter, with a malformed escape, on a route that takes none')
+  const unknown = unknownParameter(query, takesList ? LIST_QUERY : [])
   if (unknown !== undefined) return p([400], `an unknown query parameter ${JSON.stringify(unknown)}`)
 
   // Validation: params, body, query; each a 400.
