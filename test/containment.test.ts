@@ -25,7 +25,10 @@ t.test('DELETE /apikeys?username= revokes every key of that user, in all namespa
   checkError(t, await revoke('bob', keyAuth(bobs[0].secret)), 403, 4, 'bob himself (no admin)')
   checkError(t, await api.call({ method: 'DELETE', path: '/apikeys' }), 400, 1, 'no username')
   t.match((await api.call({ method: 'DELETE', path: '/apikeys' })).json().message, /username is required/)
-  checkError(t, await api.call({ method: 'GET', path: '/apikeys?username=bob' }), 405, 1, 'another method')
+  const listed = await api.call({ method: 'GET', path: '/apikeys?username=bob' })
+  checkError(t, listed, 400, 1, 'GET /apikeys lists, and username is no parameter of a list')
+  t.match(listed.json().message, /^unknown query parameter "username"/, 'the 400 names it')
+  checkError(t, await api.call({ method: 'PUT', path: '/apikeys?username=bob', body: {} }), 405, 1, 'another method')
   t.same(await api.snapshot(), before, 'none of these changed anything')
 
   const res = await revoke('bob')

@@ -125,10 +125,16 @@ class Fuzz {
   private apply (sent: Sent, answer: Answer): string | undefined {
     if (answer.statusCode >= 300) return
     const route = routeOf(urlOf(sent).pathname)
-    if (route.kind === 'revoke-all' && sent.method === 'DELETE') {
+    if (route.kind === 'apikeys' && sent.method === 'DELETE') {
       const username = answer.json()?.username
       for (const key of this.model.ofUser(username)) this.model.deleted(key)
       this.model.fenced.set(username, this.model.maxRevision)
+      return
+    }
+    if (route.kind === 'apikeys') {
+      // GET /apikeys: its tokens are reused on namespaced lists too (valid where their start lies).
+      const token = answer.headers['sensu-continue']
+      if (typeof token === 'string') this.model.tokens.push({ ns: '', token })
       return
     }
     if (route.kind !== 'collection' && route.kind !== 'item') return `a ${answer.statusCode} on a path that is no route`

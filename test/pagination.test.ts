@@ -2,11 +2,12 @@
 // the limit rules, compaction, the continue token's checks, and lists filtered for a non-admin.
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
-import type { Etcd3, IRequestOp } from 'etcd3'
+import type { Etcd3 } from 'etcd3'
 import { sharedEtcd, dedicatedEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, type CreatedKey, type TestApp } from './helpers/app.js'
-import { digestSecret, generateSecret } from '../lib/keys/secrets.js'
+import { digestSecret } from '../lib/keys/secrets.js'
 import { checkError } from './helpers/assert.js'
+import { seedRaw } from './helpers/seed.js'
 import { byteOrder, listPage as list, namesOf, walk, type Key } from './helpers/list.js'
 
 const etcd = await sharedEtcd()
@@ -42,40 +43,6 @@ const createMany = (app: TestApp, ns: string, count: number, body: Key = {}) =>
 async function currentRevision (client: Etcd3): Promise<number> {
   const res = await client.kv.range({ key: Buffer.from('\0') })
   return Number(res.header.revision)
-}
-
-interface Seeded { body: Key, secret: string }
-
-/**
- * Writes keys straight into etcd, in the stored format of a record the API made (read back with
- * the raw client), each with a real secret and its digest index entry, in transactions of 50
- * keys (100 puts, under etcd's default of 128 operations per transaction).
- */
-async function seedRaw (app: TestApp, ns: string, count: number, { username = 'admin', name = () => randomUUID() } = {}): Promise<Seeded[]> {
-  const template = await app.createKey('template', { metadata: { labels: { seeded: 'yes' } } })
-  const stored = JSON.parse(await app.etcd.get(`${app.root}/apikeys/template/${template.name}`).string() ?? 'null')
-  const digestEntry = await app.etcd.get(`${app.root}/apikey-digests/${digestSecret(template.secret)}`).string()
-  if (stored?.key_sha256 !== digestSecret(template.secret) || digestEntry !== `template/${template.name}`) {
-    throw new Error(`the stored format is not what seedRaw copies: ${JSON.stringify(stored)} / ${digestEntry}`)
-  }
-  const seeded: Seeded[] = []
-  for (let i = 0; i < count; i += 50) {
-    const ops: IRequestOp[] = []
-    for (let j = i; j < Math.min(i + 50, count); j++) {
-      const secret = generateSecret('sak_')
-      const digest = digestSecret(secret)
-      const body = { ...stored, metadata: { ...stored.metadata, name: name(), namespace: ns }, username }
-      delete body.key_sha256
-      const record = { ...body, key_sha256: digest }
-      ops.push(
-        { request_put: { key: Buffer.from(`${app.root}/apikeys/${ns}/${body.metadata.name}`), value: Buffer.from(JSON.stringify(record)) } },
-        { request_put: { key: Buffer.from(`${app.root}/apikey-digests/${digest}`), value: Buffer.from(`${ns}/${body.metadata.name}`) } }
-      )
-      seeded.push({ body, secret })
-    }
-    await app.etcd.kv.txn({ compare: [], success: ops, failure: [] })
-  }
-  return seeded
 }
 
 // ---------------------------------------------------------------------------

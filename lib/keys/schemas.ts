@@ -92,10 +92,14 @@ export const ListQuery = Type.Object({
     pattern: '^[0-9]*$',
     description: 'page size: a positive integer, at most 1000; 0, empty or absent means all'
   })),
-  continue: Type.Optional(Type.String({ description: 'the Sensu-Continue header of the previous page' }))
-})
+  continue: Type.Optional(Type.String({ description: 'the Sensu-Continue header of the previous page' })),
+  labelSelector: Type.Optional(Type.String({ description: 'keeps the keys whose labels match, e.g. `team == ops && region in [eu, us]`' })),
+  fieldSelector: Type.Optional(Type.String({ description: 'keeps the keys whose fields match, e.g. `api_key.username == alice`' }))
+}, Closed)
 
-export const RevokeAllQuery = Type.Object({ username: Username })
+export const RevokeAllQuery = Type.Object({ username: Username }, Closed)
+/** The query of a route that takes none: any parameter is a 400 that names it. */
+export const NoQuery = Type.Object({}, Closed)
 export const RevokeAllAnswer = Type.Object({
   username: Type.String(),
   deleted: Type.Integer({ description: 'how many keys were revoked' })

@@ -24,11 +24,14 @@ function innermost (error: ValueError): ValueError {
   return best === error ? error : innermost(best)
 }
 
-function describe (union: ValueError, part: string): string {
+function describe (union: ValueError, part: string, allowedQuery: string): string {
   const error = innermost(union)
   const field = fieldName(error.path)
   if (part === 'params') return `invalid ${field} name: it must match ${NAME_PATTERN}`
   if (part === 'querystring') {
+    if (error.type === ValueErrorType.ObjectAdditionalProperties) {
+      return `unknown query parameter "${field}": this route takes ${allowedQuery === '' ? 'no query parameters' : allowedQuery}`
+    }
     if (field === 'limit') return 'limit must be a non-negative integer'
     return error.type === ValueErrorType.ObjectRequiredProperty
       ? `query parameter ${field} is required`
@@ -49,9 +52,14 @@ function describe (union: ValueError, part: string): string {
   }
 }
 
+/** The query parameters a querystring schema names, for the message of an unknown one: `limit, continue`. */
+function queryNames (schema: TSchema): string {
+  return Object.keys((schema as { properties?: object }).properties ?? {}).join(', ')
+}
+
 /** The first problem of `value` against a compiled schema, as a client-facing message; null if none. */
 export function firstProblem (check: TypeCheck<TSchema>, value: unknown, part: string): string | null {
   if (check.Check(value)) return null
   const error = check.Errors(value).First()
-  return error ? describe(error, part) : `${part} is invalid`
+  return error ? describe(error, part, queryNames(check.Schema())) : `${part} is invalid`
 }

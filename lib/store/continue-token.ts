@@ -23,9 +23,11 @@ export function encodeContinueToken (token: ContinueToken): string {
 /**
  * Decodes a token and checks that it stays inside `namespace`: its start key must be
  * `<namespace>/<rest>` where `rest` holds no `/`, so a token can never climb into another namespace
- * or out of the records prefix. Whether `rev` is still readable is for etcd to say.
+ * or out of the records prefix. For the list of every namespace (`namespace` undefined), the start
+ * holds at most one `/`: `<namespace>/<rest>`, or the prefix of a namespace name where a page
+ * ended between two namespaces. Whether `rev` is still readable is for etcd to say.
  */
-export function decodeContinueToken (text: string, namespace: string): ContinueToken {
+export function decodeContinueToken (text: string, namespace: string | undefined): ContinueToken {
   if (text.length > MAX_TOKEN_LENGTH || !BASE64URL.test(text)) {
     throw new InvalidContinueTokenError('continue token is not valid base64url')
   }
@@ -47,6 +49,10 @@ export function decodeContinueToken (text: string, namespace: string): ContinueT
   }
   if (typeof rev !== 'number' || !Number.isSafeInteger(rev) || rev <= 0) {
     throw new InvalidContinueTokenError('continue token names an invalid revision')
+  }
+  if (namespace === undefined) {
+    if (start.split('/').length > 2) throw new InvalidContinueTokenError('continue token is not a token of this server')
+    return { rev, start }
   }
   const own = `${namespace}/`
   if (!start.startsWith(own) || start.includes('/', own.length)) {

@@ -34,9 +34,17 @@ export function separator (a: Buffer, b: Buffer): string {
   return b.subarray(0, i + 1).toString('utf8')
 }
 
-/** Where a walk starts: the namespace's first key, or the token's start at the token's revision. */
-function walkStart (store: StoreCore, namespace: string, continueToken: string | undefined): { start: string, revision?: number } {
-  if (!continueToken) return { start: store.keys.namespace(namespace) }
+/** What a list walks: one namespace, or every namespace when `namespace` is undefined. */
+export type ListScope = string | undefined
+
+/** The prefix a scope's keys share: `<root>/apikeys/<namespace>/`, or `<root>/apikeys/`. */
+function scopePrefix (store: StoreCore, namespace: ListScope): string {
+  return namespace === undefined ? store.keys.records : store.keys.namespace(namespace)
+}
+
+/** Where a walk starts: the scope's first key, or the token's start at the token's revision. */
+function walkStart (store: StoreCore, namespace: ListScope, continueToken: string | undefined): { start: string, revision?: number } {
+  if (!continueToken) return { start: scopePrefix(store, namespace) }
   const token = decodeContinueToken(continueToken, namespace)
   return { start: store.keys.recordAt(token.start), revision: token.rev }
 }
@@ -94,12 +102,12 @@ async function fillPage (store: StoreCore, scan: PageScan, range: { start: strin
 }
 
 /**
- * One page of a namespace, in name order. The first page reads etcd's newest revision; the
- * token pins every later page to it, so a walk sees one snapshot. A filtered page reads on
- * until it is full or the namespace is done, at most MAX_KEYS_SCANNED_PER_PAGE keys.
+ * One page of a namespace (or of every namespace), in etcd key order. The first page reads etcd's
+ * newest revision; the token pins every later page to it, so a walk sees one snapshot. A filtered
+ * page reads on until it is full or the scope is done, at most MAX_KEYS_SCANNED_PER_PAGE keys.
  */
-export async function listPage (store: StoreCore, namespace: string, options: ListOptions): Promise<ListPage> {
-  const end = rangeEnd(store.keys.namespace(namespace))
+export async function listPage (store: StoreCore, namespace: ListScope, options: ListOptions): Promise<ListPage> {
+  const end = rangeEnd(scopePrefix(store, namespace))
   const { start, revision } = walkStart(store, namespace, options.continueToken)
   const fromToken = revision !== undefined
   const scan: PageScan = { items: [], scanned: 0, lastKey: '', lastShown: false, more: false, revision }
@@ -123,14 +131,14 @@ export async function listPage (store: StoreCore, namespace: string, options: Li
 }
 
 /**
- * The whole namespace (from the token on, if any), read in bounded batches at one revision.
+ * The whole namespace, or every namespace (from the token on, if any), read in bounded batches at one revision.
  * The first batch is read before this resolves, so a failing etcd fails the call, not the
  * stream; each later batch has `batchTimeout` milliseconds of its own.
  */
-export async function listAll (store: StoreCore, namespace: string, options: Omit<ListOptions, 'limit'> & { batchTimeout: number }): Promise<AsyncIterable<ApiKey>> {
+export async function listAll (store: StoreCore, namespace: ListScope, options: Omit<ListOptions, 'limit'> & { batchTimeout: number }): Promise<AsyncIterable<ApiKey>> {
   const { filter, batchTimeout } = options
   const { start, revision } = walkStart(store, namespace, options.continueToken)
-  const batches = storeBatches(store, start, rangeEnd(store.keys.namespace(namespace)), {
+  const batches = storeBatches(store, start, rangeEnd(scopePrefix(store, namespace)), {
     revision, pin: true, first: options.deadline, later: () => Date.now() + batchTimeout
   })
   const first = await batches.next()

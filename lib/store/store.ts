@@ -8,7 +8,7 @@ import { WatchCache, type CacheStatus, type CacheLog } from './cache/watch-cache
 import { callWithin, translateEtcdError, type Deadline } from './calls.js'
 import { parseRecord, readBatchFor, storedKey, type ReadRecord, type StoredKey, type StoredRecord } from './records.js'
 import { createKey, deleteKey, updateKey, type CreateOptions } from './transactions.js'
-import { countKeysOf, listAll, listPage, type ListOptions, type ListPage } from './list.js'
+import { countKeysOf, listAll, listPage, type ListOptions, type ListPage, type ListScope } from './list.js'
 import { revokeAllOf } from './revoke.js'
 import type { RangeRequest, StoreCore } from './core.js'
 import { unobserved, type EtcdOperation, type StoreObserver } from './observer.js'
@@ -261,12 +261,13 @@ export class ApiKeyStore implements StoreCore {
     this.observer.keysRevoked(1)
   }
 
-  /** See list.ts. */
-  listPage (namespace: string, options: ListOptions): Promise<ListPage> {
+  /** A page of `namespace`, or of every namespace when it is undefined (see list.ts). */
+  listPage (namespace: ListScope, options: ListOptions): Promise<ListPage> {
     return listPage(this, namespace, options)
   }
 
-  listAll (namespace: string, options: Omit<ListOptions, 'limit'> & { batchTimeout: number }): Promise<AsyncIterable<ApiKey>> {
+  /** The whole of `namespace`, or of every namespace when it is undefined, as a stream. */
+  listAll (namespace: ListScope, options: Omit<ListOptions, 'limit'> & { batchTimeout: number }): Promise<AsyncIterable<ApiKey>> {
     return listAll(this, namespace, options)
   }
 

@@ -2,6 +2,7 @@
 // server holds, so a plan names keys, secrets, ETags and continue tokens by index ("the n-th live key
 // of this namespace"); the fuzz test resolves the plan against its model when it sends the request.
 import fc from 'fast-check'
+import { SELECTORS } from './fuzz-model.js'
 
 export type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE' | 'PUT' | 'HEAD' | 'OPTIONS'
 
@@ -385,9 +386,16 @@ const continueValue: fc.Arbitrary<ValueRef> = fc.oneof(
   { weight: 2, arbitrary: fc.oneof(fc.constantFrom('', 'x', '%00', 'eyJ2IjoxfQ', 'e30', 'bnVsbA', 'W10', '%zz', 'a b', '-_-_', '===='), fc.base64String({ maxLength: 40 })).map((text): ValueRef => ({ kind: 'literal', text: encodeURIComponent(text) })) }
 )
 
+/** `labelSelector=...` or `fieldSelector=...`, from the oracle's table (each with its meaning there). */
+const selectorValue: fc.Arbitrary<[string, ValueRef]> = fc.constantFrom(...Object.keys(SELECTORS)).map(entry => {
+  const eq = entry.indexOf('=')
+  return [entry.slice(0, eq), { kind: 'literal', text: encodeURIComponent(entry.slice(eq + 1)) }]
+})
+
 const listQuery: fc.Arbitrary<Array<[string, ValueRef]>> = fc.tuple(
   fc.option(limitValue, { freq: 2 }),
   fc.option(continueValue, { freq: 2 }),
+  fc.oneof({ weight: 3, arbitrary: fc.constant<Array<[string, ValueRef]>>([]) }, { weight: 1, arbitrary: fc.array(selectorValue, { minLength: 1, maxLength: 2 }) }),
   fc.oneof(
     { weight: 8, arbitrary: fc.constant<Array<[string, ValueRef]>>([]) },
     {
@@ -396,17 +404,19 @@ const listQuery: fc.Arbitrary<Array<[string, ValueRef]>> = fc.tuple(
         [['limit', { kind: 'literal', text: '1' }]], // a second limit: an array
         [['continue', { kind: 'literal', text: 'x' }]],
         [['foo', { kind: 'literal', text: 'bar' }]],
+        [['labelSelecter', { kind: 'literal', text: 'team%3D%3Da' }]],
+        [['username', { kind: 'literal', text: 'fuzzer' }]],
         [['__proto__', { kind: 'literal', text: 'x' }]],
         [['constructor', { kind: 'literal', text: 'x' }]],
         [['limit[]', { kind: 'literal', text: '1' }]]
       )
     }
   )
-).map(([limit, cont, extra]) => {
+).map(([limit, cont, selectors, extra]) => {
   const query: Array<[string, ValueRef]> = []
   if (limit !== null) query.push(['limit', { kind: 'literal', text: limit }])
   if (cont !== null) query.push(['continue', cont])
-  return [...query, ...extra]
+  return [...query, ...selectors, ...extra]
 })
 
 const ifMatch: fc.Arbitrary<IfMatchRef | undefined> = fc.oneof(
@@ -431,6 +441,10 @@ const base = {
 
 const listPlan = fc.record({ ...base, query: listQuery, method: fc.oneof({ weight: 9, arbitrary: fc.constant<Method>('GET') }, { weight: 1, arbitrary: fc.constant<Method>('HEAD') }) })
   .map((p): Plan => ({ ...p, op: 'list', body: { kind: 'none' } }))
+
+/** GET /apikeys: every namespace (`ns` only picks the namespace whose tokens it reuses). */
+const listAllPlan = fc.record({ ...base, query: listQuery, method: fc.oneof({ weight: 9, arbitrary: fc.constant<Method>('GET') }, { weight: 1, arbitrary: fc.constant<Method>('HEAD') }) })
+  .map((p): Plan => ({ ...p, op: 'list', rawPath: '/apikeys', body: { kind: 'none' } }))
 
 const createPlan = base.ns.chain(ns => fc.record({ ...base, ns: fc.constant(ns), body: createBody(ns) }))
   .map((p): Plan => ({ ...p, op: 'create', method: 'POST', query: [] }))
@@ -487,6 +501,7 @@ const junkPlan = fc.record({
 /** One request of the fuzz: mostly well-formed operations (so that a good share are 2xx), some junk. */
 export const planArb: fc.Arbitrary<Plan> = fc.oneof(
   { weight: 5, arbitrary: listPlan },
+  { weight: 2, arbitrary: listAllPlan },
   { weight: 8, arbitrary: createPlan },
   { weight: 6, arbitrary: getPlan },
   { weight: 7, arbitrary: patchPlan },

@@ -19,6 +19,25 @@ export interface ModelKey {
   createRevision: number
 }
 
+/**
+ * The selectors the fuzz sends (arbitraries.ts picks them), and what each keeps; null: a statement SPEC.md
+ * refuses (a 400). The grammar itself is unit-tested in test/selectors.test.ts.
+ */
+export const SELECTORS: Record<string, ((k: Json) => boolean) | null> = {
+  'labelSelector=team == a': k => k.metadata.labels?.team === 'a',
+  'labelSelector=via != socket': k => k.metadata.labels?.via !== 'socket',
+  'labelSelector=team in [a, b]': k => ['a', 'b'].includes(k.metadata.labels?.team),
+  'labelSelector=team notin [a]': k => k.metadata.labels?.team !== 'a',
+  'labelSelector=x matches y': k => typeof k.metadata.labels?.x === 'string' && k.metadata.labels.x.includes('y'),
+  'fieldSelector=api_key.username == fuzzer': k => k.username === 'fuzzer',
+  'fieldSelector=api_key.username != fuzzer && api_key.labels.team == a': k => k.username !== 'fuzzer' && k.metadata.labels?.team === 'a',
+  'fieldSelector=api_key.namespace in [fuzz, other]': k => ['fuzz', 'other'].includes(k.metadata.namespace),
+  'labelSelector=team = a': null,
+  'labelSelector=': null,
+  'fieldSelector=api_key.user == x': null,
+  'fieldSelector=username == x': null
+}
+
 /** `expiresAt`: a caller authenticated by an expiring key makes nothing that outlives it (SPEC: Containment). */
 export interface Caller { username: string, admin: boolean, expiresAt?: number }
 
@@ -41,6 +60,8 @@ export class Model {
   get (ns: string, name: string) { return this.keys.get(`${ns}/${name}`) }
   /** Keys of a namespace in etcd's order (names are ASCII, so string order is byte order). */
   inNamespace (ns: string) { return [...this.keys.values()].filter(k => k.ns === ns).sort((a, b) => (a.name < b.name ? -1 : 1)) }
+  /** Every key in etcd's order of `<namespace>/<name>`, as GET /apikeys lists them. */
+  inKeyOrder () { return [...this.keys.keys()].sort().map(qualified => this.keys.get(qualified) as ModelKey) }
   elsewhere (ns: string) { return [...this.keys.values()].filter(k => k.ns !== ns) }
   ofUser (username: string) { return [...this.keys.values()].filter(k => k.record.username === username) }
   bySecret (secret: string) { return [...this.keys.values()].find(k => k.secret === secret) }

@@ -6,7 +6,7 @@ import { isDeepStrictEqual } from 'node:util'
 import { BASE, type Answer } from './app.js'
 import type { Method } from './arbitraries.js'
 import {
-  callerOf, isObject, isPatchMap, isStringMap, isUsername, onlyFields, optional, own,
+  callerOf, isObject, isPatchMap, isStringMap, isUsername, onlyFields, optional, own, SELECTORS,
   type Caller, type Json, type Model, type ModelKey
 } from './fuzz-model.js'
 
@@ -102,8 +102,8 @@ function mergePatch (target: unknown, patch: unknown): unknown {
   return result
 }
 
-/** SPEC.md "Pagination": the token a list accepts, or null for a 400. */
-function decodeToken (text: string, ns: string): { rev: number, start: string } | null {
+/** SPEC.md "Pagination": the token a list accepts (`ns` undefined: GET /apikeys), or null for a 400. */
+function decodeToken (text: string, ns: string | undefined): { rev: number, start: string } | null {
   if (!/^[A-Za-z0-9_-]+$/.test(text)) return null
   const bytes = Buffer.from(text, 'base64url')
   if (bytes.toString('base64url') !== text) return null // not canonical: spare bits, a stray last character
@@ -112,6 +112,8 @@ function decodeToken (text: string, ns: string): { rev: number, start: string } 
   if (!isObject(parsed) || !onlyFields(parsed, ['v', 'rev', 'start']) || parsed.v !== 1) return null
   const { rev, start } = parsed
   if (!Number.isSafeInteger(rev) || rev <= 0 || typeof start !== 'string') return null
+  // Every namespace's list: anywhere inside the records, `<namespace>/<rest>` or a namespace prefix.
+  if (ns === undefined) return start.split('/').length > 2 ? null : { rev, start }
   if (!start.startsWith(`${ns}/`) || start.includes('/', ns.length + 1)) return null
   return { rev, start }
 }
@@ -158,14 +160,14 @@ type Route =
   | { kind: 'deeper' }
   | { kind: 'collection', ns: string }
   | { kind: 'item', ns: string, name: string }
-  | { kind: 'revoke-all' } // DELETE /apikeys?username=
+  | { kind: 'apikeys' } // GET /apikeys (every namespace), DELETE /apikeys?username= (revoke-all)
 
 const decodes = (raw: string) => { try { decodeURIComponent(raw); return true } catch { return false } }
 
 export function routeOf (pathname: string): Route {
   if (pathname !== BASE && !pathname.startsWith(`${BASE}/`)) return { kind: 'outside' }
   const segments = pathname.slice(BASE.length).split('/').slice(1)
-  if (segments.length === 1 && segments[0] === 'apikeys') return { kind: 'revoke-all' }
+  if (segments.length === 1 && segments[0] === 'apikeys') return { kind: 'apikeys' }
   const [first, nsRaw, collection, nameRaw, ...rest] = segments
   if ([first, collection].some(s => s !== undefined && s.includes('%'))) return { kind: 'uncertain' }
   if (first !== 'namespaces' || nsRaw === undefined || (collection !== 'apikey' && collection !== 'apikeys')) {
@@ -203,6 +205,27 @@ function queryOf (search: string): Record<string, string | string[]> | null {
   return query
 }
 
+/** The query parameters each route takes (SPEC.md: any other is a 400 that names it). */
+const LIST_QUERY = ['limit', 'continue', 'labelSelector', 'fieldSelector']
+function unknownParameter (query: Record<string, string | string[]> | null, known: string[]): string | undefined {
+  return query === null ? undefined : Object.keys(query).find(name => !known.includes(name))
+}
+
+/** The selectors of a list query: a filter, 'refused' for a 400, undefined for none. */
+function selectorOf (query: Record<string, string | string[]>): ((k: Json) => boolean) | 'refused' | undefined {
+  const filters: Array<(k: Json) => boolean> = []
+  for (const name of ['labelSelector', 'fieldSelector']) {
+    const value = query[name]
+    if (value === undefined) continue
+    if (typeof value !== 'string') return 'refused'
+    const known = SELECTORS[`${name}=${value}`]
+    if (known === undefined) throw new Error(`the oracle knows no ${name} ${JSON.stringify(value)}: add it to SELECTORS`)
+    if (known === null) return 'refused'
+    filters.push(known)
+  }
+  return filters.length === 0 ? undefined : k => filters.every(f => f(k))
+}
+
 /** What the model expects: the statuses allowed, and for a 2xx, what its body must be. */
 export interface Prediction {
   statuses: number[] | 'any'
@@ -234,7 +257,7 @@ export function predict (sent: Sent, model: Model, clock: { before: number }): P
   const orBody = (statuses: number[]) => readsBody ? [...statuses, 400, 413, 415] : statuses
   if (route.kind === 'none' || route.kind === 'deeper') return p(orBody([404]), 'no such route')
   if (method === 'OPTIONS') return p(orBody([404, 405]), 'OPTIONS: no route (a host may add CORS)')
-  if (route.kind === 'revoke-all' && method !== 'DELETE') return p(orBody([405]), 'another method on /apikeys')
+  if (route.kind === 'apikeys' && !['GET', 'HEAD', 'DELETE'].includes(method)) return p(orBody([405]), 'another method on /apikeys')
 
   // The body is read before validation: 413, 415 and unparsable JSON come first.
   let body: unknown
@@ -251,11 +274,22 @@ export function predict (sent: Sent, model: Model, clock: { before: number }): P
       if (hasPrototypeKeys(body)) return p([400], 'a body with __proto__ or constructor.prototype')
     }
   }
-  if (route.kind === 'revoke-all') return predictRevokeAll(queryOf(search), caller, model, p)
+  const query = queryOf(search)
+  if (route.kind === 'apikeys') {
+    const unknown = unknownParameter(query, method === 'DELETE' ? ['username'] : LIST_QUERY)
+    if (unknown !== undefined) return p([400], `an unknown query parameter ${JSON.stringify(unknown)}`)
+    return method === 'DELETE' ? predictRevokeAll(query, caller, model, p) : predictList(undefined, query, caller, model, p)
+  }
   const collection = route.kind === 'collection'
   if ((collection && !['GET', 'HEAD', 'POST'].includes(method)) || (!collection && !['GET', 'HEAD', 'PATCH', 'DELETE'].includes(method))) {
     return p([405], 'another method on an API path')
   }
+  // Every route checks its query: a parameter it does not take is a 400 (so is a bad name, a bad body).
+  const takesList = collection && method !== 'POST'
+  // A malformed escape in a route that takes no query: its parameter (the fuzz's names all decode) is unknown.
+  if (query === null && !takesList) return p([400], 'a query parameter, with a malformed escape, on a route that takes none')
+  const unknown = unknownParameter(query, takesList ? LIST_QUERY : [])
+  if (unknown !== undefined) return p([400], `an unknown query parameter ${JSON.stringify(unknown)}`)
 
   // Validation: params, body, query; each a 400.
   const { ns } = route
@@ -263,7 +297,7 @@ export function predict (sent: Sent, model: Model, clock: { before: number }): P
   if (route.kind === 'item' && !NAME.test(route.name)) return p([400], 'a bad apikey name')
 
   if (collection && method === 'POST') return predictCreate(ns, body, payload, caller, model, clock, p)
-  if (collection) return predictList(ns, queryOf(search), caller, model, p)
+  if (collection) return predictList(ns, query, caller, model, p)
   const key = model.get(ns, route.name)
   const visible = key !== undefined && (caller.admin || key.record.username === caller.username)
   if (method === 'PATCH') return predictPatch(key, visible, body, withBody, sent.headers['if-match'], caller, model, clock, p)
@@ -333,49 +367,57 @@ function predictCreate (ns: string, body: unknown, payload: string, caller: Call
   })
 }
 
-function predictList (ns: string, query: Record<string, string | string[]> | null, caller: Caller, model: Model, p: P): Prediction {
+/** A key's place in etcd: `<namespace>/<name>` (ASCII, so string order is byte order). */
+const qualifiedOf = (k: Json) => `${k.metadata.namespace}/${k.metadata.name}`
+
+/** A list of `ns`, or of every namespace when `ns` is undefined (GET /apikeys). */
+function predictList (ns: string | undefined, query: Record<string, string | string[]> | null, caller: Caller, model: Model, p: P): Prediction {
   if (query === null) return p('any', 'a query string with a malformed escape')
   const { limit = '', continue: token = '' } = query
   if (typeof limit !== 'string' || !/^[0-9]*$/.test(limit)) return p([400], 'a bad limit')
   if (typeof token !== 'string') return p([400], 'two continue tokens')
+  const selector = selectorOf(query)
+  if (selector === 'refused') return p([400], 'a selector SPEC.md refuses')
   const pageSize = Math.min(Number(limit), 1000)
-  const all = model.inNamespace(ns)
-  const mine = all.filter(k => caller.admin || k.record.username === caller.username)
+  const scope = ns ?? 'every namespace'
+  const all = ns === undefined ? model.inKeyOrder() : model.inNamespace(ns)
+  const mine = all.filter(k => (caller.admin || k.record.username === caller.username) && (selector === undefined || selector(k.record)))
   const checkItems = (items: unknown): string | undefined => {
     if (!Array.isArray(items)) return 'a list that is not an array'
     if (pageSize > 0 && items.length > pageSize) return `${items.length} items for limit ${pageSize}`
     for (const item of items) {
       if (!keyIsValid(item)) return `a listed item is not an ApiKey: ${JSON.stringify(item).slice(0, 200)}`
-      if (item.metadata.namespace !== ns) return `namespace ${ns} lists a key of ${item.metadata.namespace}`
+      if (ns !== undefined && item.metadata.namespace !== ns) return `namespace ${ns} lists a key of ${item.metadata.namespace}`
       if (!caller.admin && item.username !== caller.username) return `${caller.username} sees a key of ${item.username}`
+      if (selector !== undefined && !selector(item)) return `a key the selectors exclude: ${JSON.stringify(item).slice(0, 200)}`
     }
-    const names = items.map((i: Json) => i.metadata.name)
-    if (names.some((n: string, i: number) => i > 0 && n <= names[i - 1])) return 'items not in name order'
+    const names = items.map(qualifiedOf)
+    if (names.some((n: string, i: number) => i > 0 && n <= names[i - 1])) return 'items not in key order'
   }
   if (token !== '') {
     const decoded = decodeToken(token, ns)
     if (decoded === null) return p([400], 'a continue token SPEC.md refuses')
     // A later page reads at the token's revision: its items are an older snapshot.
     const statuses = decoded.rev > model.maxRevision + 1_000_000 ? [400] : decoded.rev > model.maxRevision ? [200, 400] : decoded.rev < model.minRevision ? [200, 410] : [200]
-    const after = decoded.start.slice(ns.length + 1)
     return p(statuses, 'a page after a continue token', answer => {
       if (answer.body === '') return undefined // HEAD
       const items = answer.json()
       const bad = checkItems(items)
       if (bad !== undefined) return bad
-      if (items.some((i: Json) => `${i.metadata.name}` < after)) return `a key before the token's start ${JSON.stringify(after)}`
+      if (items.some((i: Json) => Buffer.compare(Buffer.from(qualifiedOf(i)), Buffer.from(decoded.start)) < 0)) return `a key before the token's start ${JSON.stringify(decoded.start)}`
     })
   }
   const expected = pageSize > 0 ? mine.slice(0, pageSize) : mine
   const last = expected.at(-1)
-  const more = pageSize > 0 && expected.length === pageSize && last !== undefined && all.some(k => k.name > last.name)
+  // A filtered page reads on to fill itself: a token when a key of the range follows its last.
+  const more = pageSize > 0 && expected.length === pageSize && last !== undefined && all.some(k => qualifiedOf(k.record) > qualifiedOf(last.record))
   return p([200], 'a first page', answer => {
     if (answer.body === '') return undefined // HEAD
     const items = answer.json()
     const bad = checkItems(items)
     if (bad !== undefined) return bad
     if (!isDeepStrictEqual(items, expected.map(k => k.record))) {
-      return `list of ${ns} (limit ${limit}) answered ${items.length} items [${items.map((i: Json) => i.metadata.name).join(', ').slice(0, 300)}]; the model has ${expected.length} [${expected.map(k => k.name).join(', ').slice(0, 300)}]` +
+      return `list of ${scope} (limit ${limit}) answered ${items.length} items [${items.map(qualifiedOf).join(', ').slice(0, 300)}]; the model has ${expected.length} [${expected.map(k => qualifiedOf(k.record)).join(', ').slice(0, 300)}]` +
         (items.length === expected.length ? `; first difference: ${JSON.stringify(items.find((i: Json, n: number) => !isDeepStrictEqual(i, expected[n].record))).slice(0, 400)}` : '')
     }
     if ((answer.headers['sensu-continue'] !== undefined) !== more) return `Sensu-Continue ${more ? 'missing' : 'present'}`

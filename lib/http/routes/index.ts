@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, HTTP
 import type {} from '@fastify/swagger'
 import { Type } from '@sinclair/typebox'
 import {
-  ApiKey, ApiKeyParams, CreateApiKeyBody, CreatedApiKey, ListQuery, NamespaceParams, PatchApiKeyBody,
+  ApiKey, ApiKeyParams, CreateApiKeyBody, CreatedApiKey, ListQuery, NamespaceParams, NoQuery, PatchApiKeyBody,
   RevokeAllAnswer, RevokeAllQuery
 } from '../../keys/schemas.js'
 import { InvalidArgumentError, MethodNotAllowedError, replyErrorsInSensuShape, sendRouteNotFound } from '../errors.js'
@@ -59,6 +59,7 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
         operationId: 'createApiKey',
         summary: 'Create an API key; the answer holds its secret, shown this once',
         params: NamespaceParams,
+        querystring: NoQuery,
         headers: Type.Object({
           'idempotency-key': Type.Optional(Type.String({
             description: 'Makes a retry safe: the same request with the same value within 24 hours answers the key it created, secret included, instead of creating another'
@@ -74,7 +75,7 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
     {
       method: 'GET',
       url: item,
-      schema: { ...shown, operationId: 'getApiKey', summary: 'Read an API key', params: ApiKeyParams },
+      schema: { ...shown, operationId: 'getApiKey', summary: 'Read an API key', params: ApiKeyParams, querystring: NoQuery },
       answers: { errors: [404], success: { status: 200, description: 'The key', schema: ApiKey, headers: ['ETag'], examples: examples.get } },
       handler: getHandler
     },
@@ -86,6 +87,7 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
         operationId: 'patchApiKey',
         summary: 'Update an API key with a JSON merge patch (RFC 7396)',
         params: ApiKeyParams,
+        querystring: NoQuery,
         headers: Type.Object({
           'if-match': Type.Optional(Type.String({ description: 'Change the key only if its ETag is one of these (or `*`); otherwise a 412' }))
         }),
@@ -101,7 +103,7 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
     {
       method: 'DELETE',
       url: item,
-      schema: { ...shown, operationId: 'deleteApiKey', summary: 'Revoke an API key', params: ApiKeyParams },
+      schema: { ...shown, operationId: 'deleteApiKey', summary: 'Revoke an API key', params: ApiKeyParams, querystring: NoQuery },
       answers: { errors: [403, 404, 413, 415], success: { status: 204, description: 'Revoked' } },
       handler: deleteHandler
     },
@@ -117,13 +119,20 @@ const ROUTES: Route[] = [
   ...itemRoutes('apikey'),
   ...itemRoutes('apikeys'),
   {
+    method: 'GET',
+    url: '/apikeys',
+    schema: { tags: ['apikeys'], operationId: 'listApiKeysOfEveryNamespace', summary: 'List the API keys of every namespace', querystring: ListQuery },
+    answers: { errors: [410], success: { status: 200, description: 'The keys of every namespace, in `<namespace>/<name>` order (a page of them with `limit`)', schema: Type.Array(ApiKey), headers: ['Sensu-Continue'], examples: examples.list } },
+    handler: listHandler
+  },
+  {
     method: 'DELETE',
     url: '/apikeys',
     schema: { tags: ['apikeys'], operationId: 'revokeAllApiKeysOf', summary: 'Revoke every API key of a username, in all namespaces (admins only)', querystring: RevokeAllQuery },
     answers: { errors: [403, 413, 415], success: { status: 200, description: 'How many keys were revoked', schema: RevokeAllAnswer } },
     handler: revokeAllHandler
   },
-  { method: ['GET', 'PUT', 'POST', 'PATCH'], url: '/apikeys', schema: { hide: true }, handler: methodNotAllowed('DELETE') }
+  { method: ['PUT', 'POST', 'PATCH'], url: '/apikeys', schema: { hide: true }, handler: methodNotAllowed('GET, HEAD, DELETE') }
 ]
 
 /** A route's schema with what it answers, and its security, for Fastify's serializer and for the OpenAPI document. */

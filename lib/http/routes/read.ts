@@ -1,7 +1,8 @@
-// GET of a namespace (a page, or the whole of it as a stream) and of one key.
+// GET of a namespace or of every namespace (a page, or the whole of it as a stream) and of one key.
 import { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ApiKey } from '../../keys/schemas.js'
+import { selectorsOf } from '../../keys/selectors.js'
 import { KeyNotFoundError } from '../../store/errors.js'
 import { callerOf, etagOf, type RouteContext } from './context.js'
 
@@ -18,16 +19,25 @@ async function * jsonArray (apiKeys: AsyncIterable<ApiKey>, serialize: (apiKey: 
   yield separator === '[' ? '[]' : ']'
 }
 
-type ListRequest = FastifyRequest<{ Params: { namespace: string }, Querystring: { limit?: string, continue?: string } }>
+type ListRequest = FastifyRequest<{
+  Params: { namespace?: string }
+  Querystring: { limit?: string, continue?: string, labelSelector?: string, fieldSelector?: string }
+}>
 
+/** GET of a namespace, or of every namespace (`/apikeys`, no namespace parameter). */
 export function listHandler (ctx: RouteContext) {
   return async (request: ListRequest, reply: FastifyReply) => {
     const { namespace } = request.params
     const limit = Math.min(Number(request.query.limit ?? 0), MAX_LIMIT)
     const continueToken = request.query.continue || undefined
-    const filter = ctx.defaultPolicy && callerOf(request).admin
+    const selected = selectorsOf(request.query)
+    const authorized = ctx.defaultPolicy && callerOf(request).admin
       ? undefined
-      : (apiKey: ApiKey) => ctx.allowed(request, 'list', namespace, apiKey)
+      : (apiKey: ApiKey) => ctx.allowed(request, 'list', apiKey.metadata.namespace, apiKey)
+    // Selectors and authorization filter while paging; a selector first, as it costs nothing.
+    const filter = selected === undefined
+      ? authorized
+      : (apiKey: ApiKey) => selected(apiKey) && (authorized === undefined || authorized(apiKey))
     const deadline = ctx.deadline(request)
     if (limit > 0) {
       const page = await ctx.store.listPage(namespace, { limit, continueToken, filter, deadline })
