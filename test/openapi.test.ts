@@ -7,18 +7,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Writable } from 'node:stream'
-import Fastify, { type FastifyInstance } from 'fastify'
 import swagger from '@fastify/swagger'
 import SwaggerParser from '@apidevtools/swagger-parser'
 import { Ajv } from 'ajv'
-import { Etcd3 } from 'etcd3'
-import apiKeys, { anyOf, apiKeyAuth, bearerTokens } from '../lib/index.js'
 import { buildServer } from '../lib/server/server.js'
 import { loadConfig } from '../lib/server/config.js'
 import { OCCASIONAL_HEADERS } from '../lib/http/openapi.js'
 import { sharedEtcd } from './helpers/etcd.js'
-import { ADMIN_TOKEN, BASE, uniqueRoot, withHelpers, type Answer, type TestApp } from './helpers/app.js'
-import { LeakWatch } from './helpers/leak-watch.js'
+import { ADMIN_TOKEN, BASE, buildApp, uniqueRoot, type Answer, type TestApp } from './helpers/app.js'
 import { referenceExamples } from './fixtures/reference-examples.js'
 
 const etcd = await sharedEtcd()
@@ -31,29 +27,14 @@ interface RegisteredRoute { method: string, url: string, hidden: boolean }
 
 /** A host as a user writes one: @fastify/swagger first, then the plugin; every route it registers recorded. */
 async function host (t: Test): Promise<{ api: TestApp, routes: RegisteredRoute[] }> {
-  const root = uniqueRoot()
-  const leakWatch = new LeakWatch(ADMIN_TOKEN)
-  const app: FastifyInstance = Fastify({ logger: { level: 'trace', stream: leakWatch.stream } })
-  leakWatch.watch(app)
   const routes: RegisteredRoute[] = []
-  app.addHook('onRoute', route => {
-    for (const method of [route.method].flat()) routes.push({ method, url: route.url, hidden: (route.schema as { hide?: boolean } | undefined)?.hide === true })
+  const api = await buildApp(t, etcd, { authFailureLimit: false }, async app => {
+    app.addHook('onRoute', route => {
+      for (const method of [route.method].flat()) routes.push({ method, url: route.url, hidden: (route.schema as { hide?: boolean } | undefined)?.hide === true })
+    })
+    await app.register(swagger, { openapi: { info: { title: 'a host', version: '1.0.0' } } })
   })
-  await app.register(swagger, { openapi: { info: { title: 'a host', version: '1.0.0' } } })
-  await app.register(apiKeys, {
-    etcd: { hosts: etcd.endpoints },
-    root,
-    authenticate: anyOf(bearerTokens([ADMIN_TOKEN]), apiKeyAuth({ admins: ['admin'] })),
-    authFailureLimit: false
-  })
-  await app.ready()
-  const client = new Etcd3({ hosts: etcd.endpoints })
-  t.teardown(async () => {
-    await app.close()
-    client.close()
-    t.comment(leakWatch.verify())
-  })
-  return { api: withHelpers(app, root, client, leakWatch), routes }
+  return { api, routes }
 }
 
 /** The standalone server's own document, GET /openapi.json. */

@@ -74,12 +74,19 @@ export function uniqueRoot (): string {
   return `/test-${randomBytes(6).toString('hex')}`
 }
 
-export async function buildApp (t: Teardown, etcd: EtcdHandle, options: Partial<ApiKeysOptions> = {}): Promise<TestApp> {
+/**
+ * A fresh app with the plugin over `etcd`, under a root of its own. `before` runs on the app before
+ * the plugin is registered, as a host's own setup would (@fastify/swagger, hooks).
+ */
+export async function buildApp (
+  t: Teardown, etcd: EtcdHandle, options: Partial<ApiKeysOptions> = {}, before?: (app: FastifyInstance) => unknown
+): Promise<TestApp> {
   const root = options.root ?? uniqueRoot()
   // Every app logs at trace level into a leak watch, checked when the test ends.
   const leakWatch = new LeakWatch(ADMIN_TOKEN)
   const app = Fastify({ logger: { level: 'trace', stream: leakWatch.stream } })
   leakWatch.watch(app)
+  await before?.(app)
   await app.register(apiKeys, {
     etcd: { hosts: etcd.endpoints },
     root,
