@@ -1,7 +1,7 @@
 // etcd restored from a snapshot under a running server: its read cache holds a later history than
 // etcd now has. The server must not trust it: a key deleted after the restore is refused at once,
 // and the cache reloads (README, "Restoring etcd from a snapshot").
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { grpcProxy, restorableEtcd } from './helpers/etcd.js'
 import { buildApp, keyAuth, uniqueRoot, type TestApp } from './helpers/app.js'
 import { waitFor } from './helpers/wait.js'
@@ -124,7 +124,8 @@ t.test('etcd restored with a new cluster token from a snapshot ahead of the cach
   t.equal(wentBack(first).length, 0, 'none says the revision went back')
 })
 
-t.test('behind an etcd grpc-proxy the watch outlives the restore: the revision read before each read catches it', async t => {
+/** An etcd of the test's own, an etcd grpc-proxy in front of it, and a server (`first`) behind the proxy that made key B. */
+async function behindProxy (t: Test) {
   const etcd = await restorableEtcd()
   t.teardown(() => etcd.close())
   const proxy = await grpcProxy(etcd)
@@ -132,6 +133,11 @@ t.test('behind an etcd grpc-proxy the watch outlives the restore: the revision r
   const root = uniqueRoot()
   const first = await buildApp(t, proxy, { root, requestTimeout: 1500 })
   const b = await first.createKey('default')
+  return { etcd, proxy, root, first, b }
+}
+
+t.test('behind an etcd grpc-proxy the watch outlives the restore: the revision read before each read catches it', async t => {
+  const { etcd, root, first, b } = await behindProxy(t)
   const snapshot = await etcd.saveSnapshot()
   const later = []
   for (let i = 0; i < 4; i++) later.push(await first.createKey('default'))
@@ -156,13 +162,7 @@ t.test('behind an etcd grpc-proxy the watch outlives the restore: the revision r
 })
 
 t.test('etcd compacted past the cache\'s revision while the server was cut off (as a restore with --bump-revision --mark-compacted leaves it): the watch is canceled, the cache reloads', async t => {
-  const etcd = await restorableEtcd()
-  t.teardown(() => etcd.close())
-  const proxy = await grpcProxy(etcd)
-  t.teardown(() => proxy.close())
-  const root = uniqueRoot()
-  const first = await buildApp(t, proxy, { root, requestTimeout: 1500 })
-  const b = await first.createKey('default')
+  const { etcd, proxy, root, first, b } = await behindProxy(t)
   await cacheLive(first)
   t.equal((await verify(first, b)).statusCode, 200, 'B\'s secret is accepted')
 
