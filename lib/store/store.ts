@@ -150,9 +150,12 @@ export class ApiKeyStore implements StoreCore {
   /** The record at `etcdKey`, or null when there is none or a revocation fence revokes it. */
   async getLiveRecord (etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null> {
     const record = await this.getRecord(etcdKey, deadline, revision)
-    if (record === null) return null
-    const fence = await this.fenceRevision(record.value.username, deadline, record.readAt)
-    return record.createRevision < fence ? null : record
+    return record === null || await this.isRevoked(record, deadline) ? null : record
+  }
+
+  /** Whether a revocation fence of the record's username, as etcd was when the record was read, revokes it. */
+  private async isRevoked (record: ReadRecord, deadline: Deadline): Promise<boolean> {
+    return record.createRevision < await this.fenceRevision(record.value.username, deadline, record.readAt)
   }
 
   /**
@@ -235,8 +238,7 @@ export class ApiKeyStore implements StoreCore {
     const record = await this.getRecord(this.keys.record(namespace, name), deadline, readAt)
     // The record must point back at the digest: an index entry never authenticates on its own.
     if (record === null || record.value.key_sha256 !== digest) return { key: null, why: 'unknown' }
-    const fence = await this.fenceRevision(record.value.username, deadline, record.readAt)
-    return record.createRevision < fence ? { key: null, why: 'revoked' } : { key: storedKey(record) }
+    return await this.isRevoked(record, deadline) ? { key: null, why: 'revoked' } : { key: storedKey(record) }
   }
 
   /** The idempotency entry with this id, as stored, or null. */
