@@ -11,13 +11,14 @@ export interface Caller {
   expiresAt?: number
 }
 
-export type Action = 'list' | 'get' | 'create' | 'patch' | 'delete'
+/** `rotate`: a new secret for the key; the default policy treats it as `patch`, so a key may rotate itself. */
+export type Action = 'list' | 'get' | 'create' | 'patch' | 'delete' | 'rotate'
 
 export interface AuthorizeContext {
   caller: Caller
   action: Action
   namespace: string
-  /** The stored key; for `create` the key about to be created, for `patch` the key as patched. */
+  /** The stored key; for `create` the key about to be created, for `patch` the key as patched, for `rotate` the key as stored. */
   key: ApiKey
 }
 

@@ -49,6 +49,11 @@ export function requestFingerprint (namespace: string, body: unknown): string {
   return createHash('sha256').update(canonicalJson({ namespace, body }), 'utf8').digest('hex')
 }
 
+/** What a rotation asked for: another shape than a create's, so that one Idempotency-Key cannot serve both. */
+export function rotationFingerprint (namespace: string, name: string, body: unknown): string {
+  return createHash('sha256').update(canonicalJson({ rotate: { namespace, name }, body }), 'utf8').digest('hex')
+}
+
 /** JSON with object keys sorted: the same body, however its fields were ordered, gives one text. */
 function canonicalJson (value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`

@@ -27,7 +27,8 @@ export const ApiKey = Type.Object({
   sha512: Type.Optional(Type.String()),
   filters: Type.Optional(Nullable(StringMap)),
   headers: Type.Optional(Nullable(StringMap)),
-  expires_at: Type.Optional(Type.Integer({ description: 'Unix seconds; from then on the key no longer authenticates, and etcd removes it' }))
+  expires_at: Type.Optional(Type.Integer({ description: 'Unix seconds; from then on the key no longer authenticates, and etcd removes it' })),
+  rotated_at: Type.Optional(Type.Integer({ description: 'Unix seconds: when the key last got a new secret (set by the server)' }))
 }, { ...Closed })
 export type ApiKey = Static<typeof ApiKey>
 
@@ -56,7 +57,8 @@ export const CreateApiKeyBody = Type.Object({
   sha512: Type.Optional(Type.String()),
   filters: Type.Optional(Nullable(StringMap)),
   headers: Type.Optional(Nullable(StringMap)),
-  expires_at: Type.Optional(Type.Integer({ description: 'Unix seconds, in the future; absent: the key never expires' }))
+  expires_at: Type.Optional(Type.Integer({ description: 'Unix seconds, in the future; absent: the key never expires' })),
+  rotated_at: Type.Optional(Type.Integer({ description: 'ignored' }))
 }, { ...Closed })
 export type CreateApiKeyBody = Static<typeof CreateApiKeyBody>
 
@@ -80,9 +82,23 @@ export const PatchApiKeyBody = Type.Object({
   sha512: Type.Optional(Nullable(Type.String())),
   filters: Type.Optional(Nullable(PatchStringMap)),
   headers: Type.Optional(Nullable(PatchStringMap)),
-  expires_at: Type.Optional(Nullable(Type.Integer({ description: 'Unix seconds, in the future; null: never expires' })))
+  expires_at: Type.Optional(Nullable(Type.Integer({ description: 'Unix seconds, in the future; null: never expires' }))),
+  rotated_at: Type.Optional(Nullable(Type.Integer({ description: 'set by the server: may only repeat the current value' })))
 }, { ...Closed })
 export type PatchApiKeyBody = Static<typeof PatchApiKeyBody>
+
+/** The longest grace a rotation gives the old secret: a week. */
+export const MAX_GRACE_SECONDS = 604800
+
+/** A rotation's body (optional: none is `{}`). */
+export const RotateApiKeyBody = Type.Object({
+  grace_seconds: Type.Optional(Type.Integer({
+    minimum: 0,
+    maximum: MAX_GRACE_SECONDS,
+    description: 'how many seconds the old secret keeps working (0 to 604800, default 0: it stops at once)'
+  }))
+}, { ...Closed })
+export type RotateApiKeyBody = Static<typeof RotateApiKeyBody>
 
 export const NamespaceParams = Type.Object({ namespace: Name }, Closed)
 export const ApiKeyParams = Type.Object({ namespace: Name, apikey: Name }, Closed)

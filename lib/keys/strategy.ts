@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { ApiKey, type CreateApiKeyBody } from './schemas.js'
 import type { Caller } from './authorization.js'
-import { generateSecret } from './secrets.js'
+import { digestSecret, generateSecret } from './secrets.js'
 import { firstProblem } from './validation.js'
 import { ApiKeyTooLargeError, InvalidRequestError, PermissionDeniedError } from './errors.js'
 
@@ -38,7 +38,8 @@ const immutableFields: Array<[string, (apiKey: ApiKey) => unknown]> = [
   ['metadata.name', apiKey => apiKey.metadata?.name],
   ['metadata.namespace', apiKey => apiKey.metadata?.namespace],
   ['metadata.created_by', apiKey => apiKey.metadata?.created_by],
-  ['created_at', apiKey => apiKey.created_at]
+  ['created_at', apiKey => apiKey.created_at],
+  ['rotated_at', apiKey => apiKey.rotated_at]
 ]
 
 /** A new expiry must lie in the future (and within etcd's longest lease). */
@@ -132,4 +133,30 @@ export function prepareForUpdate (current: ApiKey, patch: unknown, limits: { max
 /** What only the caller decides of a change (after authorization): a moved expiry within its own. */
 export function validateUpdate (caller: Caller, before: ApiKey, after: ApiKey): void {
   if (after.expires_at !== before.expires_at) checkLifetime(caller, after.expires_at)
+}
+
+/**
+ * A rotation's new secret and its digest, made once per request: a retried write must find its
+ * own digest to know that it was applied.
+ */
+export function prepareForRotate (keyPrefix: string): { secret: string, digest: string } {
+  const secret = generateSecret(keyPrefix)
+  return { secret, digest: digestSecret(secret) }
+}
+
+/** The key as a rotation leaves it (the store swaps its digest): `rotated_at` set to now. */
+export function rotated (current: ApiKey, now = Date.now()): ApiKey {
+  return { ...current, rotated_at: Math.floor(now / 1000) }
+}
+
+/**
+ * What only the caller decides of a rotation (after authorization): a caller whose own
+ * credentials expire may rotate only keys that end no later than they do, since a new secret
+ * for a key that outlives the caller would be a lasting credential minted by a short-lived one.
+ */
+export function validateRotate (caller: Caller, current: ApiKey): void {
+  if (caller.expiresAt === undefined || (current.expires_at !== undefined && current.expires_at <= caller.expiresAt)) return
+  throw new PermissionDeniedError(`the apikey you authenticate with expires at ${caller.expiresAt} (Unix seconds), and this apikey ` +
+    (current.expires_at === undefined ? 'never expires' : `expires later (at ${current.expires_at})`) +
+    ': rotate it with a credential that lives at least as long (a longer-lived apikey, or an admin token)')
 }
