@@ -8,6 +8,35 @@ export interface StoredRecord extends ApiKey {
   key_sha256: string
   /** The id of the Idempotency-Key entry that made the key: it is deleted with the key. */
   idempotency_entry?: string
+  /**
+   * During a rotation's grace: the digest of the secret before it, which authenticates until
+   * `previous_until` (Unix seconds, excluded). Its digest entry is on a lease that ends then.
+   */
+  previous_sha256?: string
+  previous_until?: number
+  /**
+   * The ids of the Idempotency-Key entries of the key's latest rotations (at most
+   * MAX_ROTATION_ENTRIES, oldest first): they are deleted with the key.
+   */
+  rotation_entries?: string[]
+}
+
+/** What a record keeps of rotations' Idempotency-Key entries: a retry is recognised for the last few. */
+export const MAX_ROTATION_ENTRIES = 4
+
+/** Does the record name `digest` as a secret that authenticates at `nowSeconds`: its own, or the previous one during the grace? */
+export function namesDigest (record: StoredRecord, digest: string, nowSeconds = Date.now() / 1000): boolean {
+  return record.key_sha256 === digest || inGrace(record, digest, nowSeconds)
+}
+
+/** Is `digest` the record's previous digest, its grace not yet over at `nowSeconds`? */
+export function inGrace (record: StoredRecord, digest: string, nowSeconds = Date.now() / 1000): boolean {
+  return record.previous_sha256 === digest && record.previous_until !== undefined && nowSeconds < record.previous_until
+}
+
+/** The etcd ids of every entry of the record's Idempotency-Keys (its create's, its rotations'). */
+export function idempotencyEntriesOf (record: StoredRecord): string[] {
+  return [...record.idempotency_entry === undefined ? [] : [record.idempotency_entry], ...record.rotation_entries ?? []]
 }
 
 /** A key read from etcd, with the revision that last changed it. */
@@ -48,7 +77,10 @@ export function parseRecord (kv: IKeyValue): StoredRecord {
 
 /** The public resource: the stored record without what only the store reads. */
 export function toApiKey (record: StoredRecord): ApiKey {
-  const { key_sha256: _digest, idempotency_entry: _entry, ...apiKey } = record
+  const {
+    key_sha256: _digest, idempotency_entry: _entry, previous_sha256: _previous, previous_until: _until, rotation_entries: _rotations,
+    ...apiKey
+  } = record
   return apiKey
 }
 

@@ -6,8 +6,9 @@ import type { ApiKey } from '../keys/schemas.js'
 import { EtcdKeys } from './key-builder.js'
 import { WatchCache, type CacheStatus, type CacheLog } from './cache/watch-cache.js'
 import { callWithin, translateEtcdError, type Deadline } from './calls.js'
-import { parseRecord, readBatchFor, storedKey, type ReadRecord, type StoredKey, type StoredRecord } from './records.js'
+import { namesDigest, parseRecord, readBatchFor, storedKey, type ReadRecord, type StoredKey, type StoredRecord } from './records.js'
 import { createKey, deleteKey, updateKey, type CreateOptions } from './transactions.js'
+import { rotateKey, type RotateOptions } from './rotation.js'
 import { countKeysOf, listAll, listPage, type ListOptions, type ListPage, type ListScope } from './list.js'
 import { revokeAllOf } from './revoke.js'
 import type { RangeRequest, StoreCore } from './core.js'
@@ -225,8 +226,10 @@ export class ApiKeyStore implements StoreCore {
   }
 
   /**
-   * The key whose secret has this digest, or why there is none: `unknown` (no such key, or a
-   * deleted one), `revoked` (a revocation fence revokes it; revoke-all deletes it soon after).
+   * The key whose secret has this digest, or why there is none: `unknown` (no such key, a deleted
+   * one, or an old secret whose rotation's grace is over), `revoked` (a revocation fence revokes
+   * it; revoke-all deletes it soon after). The old secret of a rotation is refused from the
+   * second its grace ends, even while etcd has not yet removed its digest entry.
    */
   async findByDigest (digest: string, deadline: Deadline): Promise<DigestLookup> {
     const res = await this.range({ key: this.keys.digest(digest) }, deadline)
@@ -236,8 +239,8 @@ export class ApiKeyStore implements StoreCore {
     // At the index entry's revision: the reads see one snapshot (and one check of the cache).
     const readAt = Number(res.header.revision)
     const record = await this.getRecord(this.keys.record(namespace, name), deadline, readAt)
-    // The record must point back at the digest: an index entry never authenticates on its own.
-    if (record === null || record.value.key_sha256 !== digest) return { key: null, why: 'unknown' }
+    // The record must name the digest: an index entry never authenticates on its own.
+    if (record === null || !namesDigest(record.value, digest)) return { key: null, why: 'unknown' }
     return await this.isRevoked(record, deadline) ? { key: null, why: 'revoked' } : { key: storedKey(record) }
   }
 
@@ -256,6 +259,11 @@ export class ApiKeyStore implements StoreCore {
 
   update (namespace: string, name: string, change: (current: StoredKey) => ApiKey | Promise<ApiKey>, deadline: Deadline): Promise<StoredKey> {
     return updateKey(this, namespace, name, change, deadline)
+  }
+
+  /** See rotation.ts. */
+  rotate (namespace: string, name: string, change: (current: StoredKey) => ApiKey | Promise<ApiKey>, digest: string, options: RotateOptions, deadline: Deadline): Promise<StoredKey> {
+    return rotateKey(this, namespace, name, change, digest, options, deadline)
   }
 
   async delete (namespace: string, name: string, check: (current: StoredKey) => void | Promise<void>, deadline: Deadline): Promise<void> {
@@ -286,5 +294,6 @@ export class ApiKeyStore implements StoreCore {
 }
 
 export type { StoredKey } from './records.js'
+export type { RotateOptions } from './rotation.js'
 export type { ListOptions, ListPage } from './list.js'
 export type { Deadline } from './calls.js'

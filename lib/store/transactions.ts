@@ -6,7 +6,9 @@ import type { ApiKey } from '../keys/schemas.js'
 import { EtcdKeys } from './key-builder.js'
 import type { Deadline } from './calls.js'
 import type { StoreCore } from './core.js'
-import { parseRecord, storedKey, toApiKey, withLease, type ReadRecord, type StoredKey, type StoredRecord } from './records.js'
+import {
+  idempotencyEntriesOf, inGrace, parseRecord, storedKey, toApiKey, withLease, type ReadRecord, type StoredKey, type StoredRecord
+} from './records.js'
 import {
   CredentialRevokedError, EtcdUnavailableError, IdempotencyEntryExistsError, KeyExistsError, KeyNotFoundError, RevokedUsernameError
 } from './errors.js'
@@ -22,7 +24,7 @@ export interface CreateOptions {
 }
 
 /** Does a key expiring at `expiresAt` (Unix seconds) end before an Idempotency-Key entry made now would? */
-function outlivedByIdempotency (expiresAt: number | undefined): boolean {
+export function outlivedByIdempotency (expiresAt: number | undefined): boolean {
   return expiresAt !== undefined && expiresAt < Date.now() / 1000 + IDEMPOTENCY_TTL_SECONDS
 }
 
@@ -114,18 +116,37 @@ export async function createKey (store: StoreCore, apiKey: ApiKey, digest: strin
 }
 
 /**
+ * The lease for a previous digest's entry during a rotation's grace: the key's own when the key
+ * ends first (they go together), else one that ends at `until`, the second the grace ends
+ * (`granted`: a new lease, to revoke if the write fails). Granted after `until` was computed, it
+ * never ends before it.
+ */
+export async function previousDigestLease (
+  store: StoreCore, until: number, key: { expiresAt: number | undefined, lease: string | undefined }, deadline: Deadline
+): Promise<{ lease: string | undefined, granted: boolean }> {
+  if (key.expiresAt !== undefined && key.expiresAt <= until) return { lease: key.lease, granted: false }
+  return { lease: await store.leaseUntil(until, deadline), granted: true }
+}
+
+/**
  * One compare-and-swap of a record from `current` to `after`, guarded by its revision and by both
  * usernames' fences. An unchanged expiry keeps the lease; a changed one moves the record and its
- * digest entry to a new lease (or to none), and ends the key's Idempotency-Key entry, which cannot
- * follow. Resolves with the written revision, or undefined when the guard failed.
+ * digest entry to a new lease (or to none), and ends the key's Idempotency-Key entries, which
+ * cannot follow; a previous digest still in its grace moves to a lease that ends with the grace
+ * (or the key). Resolves with the written revision, or undefined when the guard failed.
  */
-async function swapRecord (store: StoreCore, recordKey: string, current: ReadRecord, after: ApiKey, written: string, deadline: Deadline): Promise<number | undefined> {
+async function swapRecord (store: StoreCore, recordKey: string, current: ReadRecord, after: StoredRecord, deadline: Deadline): Promise<number | undefined> {
   const { client, keys } = store
   const before = current.value
+  const written = JSON.stringify(after)
   const keepLease = after.expires_at === before.expires_at
-  const { key_sha256: digest, idempotency_entry: entryId } = before
+  const digest = before.key_sha256
   const lease = keepLease ? undefined : await store.leaseUntil(after.expires_at, deadline)
+  const previous = keepLease || after.previous_sha256 === undefined || after.previous_until === undefined
+    ? undefined
+    : { digest: after.previous_sha256, ...await previousDigestLease(store, after.previous_until, { expiresAt: after.expires_at, lease }, deadline) }
   const { namespace, name } = before.metadata
+  const target = EtcdKeys.digestTarget(namespace, name)
   const res = await store.call('txn', deadline, callOptions => client
     .if(recordKey, 'Mod', '==', current.revision)
     .and(keys.fence(before.username), 'Mod', '<', current.createRevision)
@@ -134,18 +155,36 @@ async function swapRecord (store: StoreCore, recordKey: string, current: ReadRec
       ? [client.put(recordKey).value(written).ignoreLease()]
       : [
           withLease(client.put(recordKey).value(written), lease),
-          withLease(client.put(keys.digest(digest)).value(EtcdKeys.digestTarget(namespace, name)), lease),
-          ...entryId === undefined ? [] : [client.delete().key(keys.idempotency(entryId))]
+          withLease(client.put(keys.digest(digest)).value(target), lease),
+          ...previous === undefined ? [] : [withLease(client.put(keys.digest(previous.digest)).value(target), previous.lease)],
+          ...idempotencyEntriesOf(before).map(entryId => client.delete().key(keys.idempotency(entryId)))
         ])
     .options(callOptions)
     .commit())
   if (res.succeeded) {
-    // The record and its digest entry moved off their old lease: nothing holds it any more.
+    // The record and its digest entries moved off their old lease: nothing holds it any more.
     if (!keepLease) store.revokeLease(current.lease)
     return Number(res.header.revision)
   }
   store.revokeLease(lease)
+  if (previous?.granted === true) store.revokeLease(previous.lease)
   return undefined
+}
+
+/**
+ * The record `after` makes of the stored one: the resource, the digest, the previous digest while
+ * its grace lasts, and the Idempotency-Key entries unless a changed expiry ends them (swapRecord).
+ */
+function updatedRecord (stored: StoredRecord, after: ApiKey): StoredRecord {
+  const keepEntries = after.expires_at === stored.expires_at
+  const previous = stored.previous_sha256
+  return {
+    ...after,
+    key_sha256: stored.key_sha256,
+    ...(keepEntries && stored.idempotency_entry !== undefined && { idempotency_entry: stored.idempotency_entry }),
+    ...(previous !== undefined && inGrace(stored, previous) && { previous_sha256: previous, previous_until: stored.previous_until }),
+    ...(keepEntries && stored.rotation_entries !== undefined && { rotation_entries: stored.rotation_entries })
+  }
 }
 
 /**
@@ -173,9 +212,9 @@ export async function updateKey (
     if (after.username !== before.username && current.createRevision < await store.fenceRevision(after.username, deadline)) {
       throw new RevokedUsernameError(after.username)
     }
-    const keepEntry = after.expires_at === before.expires_at && current.value.idempotency_entry !== undefined
-    written = JSON.stringify({ ...after, key_sha256: current.value.key_sha256, ...(keepEntry && { idempotency_entry: current.value.idempotency_entry }) })
-    const revision = await swapRecord(store, recordKey, current, after, written, deadline)
+    const record = updatedRecord(current.value, after)
+    written = JSON.stringify(record)
+    const revision = await swapRecord(store, recordKey, current, record, deadline)
     if (revision !== undefined) return { apiKey: after, revision, createRevision: current.createRevision }
     if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
   }
@@ -202,18 +241,20 @@ export async function deleteKey (store: StoreCore, namespace: string, name: stri
 }
 
 /**
- * Deletes the record as read, with its digest entry and Idempotency-Key entry, unless it changed
- * since; true when it did. Its lease, if any, holds nothing any more and is revoked.
+ * Deletes the record as read, with its digest entries (a previous one in a grace too) and
+ * Idempotency-Key entries, unless it changed since; true when it did. Its lease, if any, holds
+ * nothing any more and is revoked.
  */
 export async function deleteRecord (store: StoreCore, recordKey: string, current: ReadRecord, deadline: Deadline): Promise<boolean> {
   const { client, keys } = store
-  const { key_sha256: digest, idempotency_entry: entryId } = current.value
+  const { key_sha256: digest, previous_sha256: previous } = current.value
   const res = await store.call('txn', deadline, options => client
     .if(recordKey, 'Mod', '==', current.revision)
     .then(
       client.delete().key(recordKey),
       client.delete().key(keys.digest(digest)),
-      ...entryId === undefined ? [] : [client.delete().key(keys.idempotency(entryId))]
+      ...previous === undefined ? [] : [client.delete().key(keys.digest(previous))],
+      ...idempotencyEntriesOf(current.value).map(entryId => client.delete().key(keys.idempotency(entryId)))
     )
     .options(options)
     .commit())
