@@ -28,6 +28,7 @@ function describeOrphan (orphan: Orphan): string {
     case 'digest-points-elsewhere': return `record ${show(orphan.record)}: its digest entry ${digest} points at ${show(orphan.target)}, which does not carry it`
     case 'digest-without-record': return `digest entry ${digest}: points at ${show(orphan.target)}, which does not exist`
     case 'digest-of-other-record': return `digest entry ${digest}: points at ${show(orphan.target)}, which carries another digest`
+    case 'digest-past-grace': return `digest entry ${digest}: the old secret of ${show(orphan.target)}, whose rotation's grace is over, still indexed`
     case 'shared-digest': return `digest ${digest}: carried by ${(orphan.records ?? []).map(show).join(', ')}; delete all but one through the API, then repair again`
     case 'unreadable-record': return `record ${show(orphan.record)}: not a key's JSON with its key_sha256; correct or delete it with etcdctl`
   }

@@ -1,6 +1,6 @@
 // The consistency check of the key layout (`npm run check-consistency`): records whose digest
 // entry is missing or points elsewhere, digest entries whose record is missing or carries another
-// digest. The plugin never makes them (a record and its entry change in one transaction); a hand
+// digest (a rotation's old digest is the record's during its grace). The plugin never makes them (a record and its entry change in one transaction); a hand
 // edit, a partial restore or a bug can.
 import { GRPCOutOfRangeError, type Etcd3, type IKeyValue, type IRangeResponse } from 'etcd3'
 import { EtcdKeys, rangeEnd } from '../store/key-builder.js'
@@ -18,8 +18,13 @@ export type OrphanKind =
   | 'digest-points-elsewhere'
   /** A digest entry whose record is missing. Repaired: the entry is deleted. */
   | 'digest-without-record'
-  /** A digest entry whose record carries another digest. Repaired: the entry is deleted. */
+  /** A digest entry whose record carries another digest (neither its own nor, in a grace, its previous one). Repaired: the entry is deleted. */
   | 'digest-of-other-record'
+  /**
+   * A rotation's old digest entry whose grace ended over GRACE_LEASE_SLACK_SECONDS ago, which its
+   * lease should have removed (it no longer authenticates either way). Repaired: the entry is deleted.
+   */
+  | 'digest-past-grace'
   /** Several records carry one digest: which one the secret belongs to is a human's call. Not repaired. */
   | 'shared-digest'
   /** A record that is not a key's JSON with its digest. Not repaired. */
@@ -76,6 +81,12 @@ export interface ConsistencyOptions {
 
 const HEX_DIGEST = /^[0-9a-f]{64}$/
 
+/**
+ * How long after a grace has ended its old digest entry may still be in etcd without being an
+ * orphan: etcd ends a lease on its leader's clock, a little late, later still across an election.
+ */
+export const GRACE_LEASE_SLACK_SECONDS = 60
+
 /** A record as the scan needs it. */
 interface RecordRef {
   path: string
@@ -83,6 +94,8 @@ interface RecordRef {
   lease: string
   /** Undefined when the value is not a key's JSON with its digest. */
   digest?: string
+  /** During (or after) a rotation's grace: the old digest and the second its grace ends. */
+  previous?: { digest: string, until: number }
 }
 
 /** A digest index entry as the scan needs it. */
@@ -152,8 +165,11 @@ export async function checkConsistency (client: Etcd3, root: string, options: Co
       const record = await reader.record(keys, entry.target)
       // An unreadable record is reported as such; whether it carries this digest is unknown.
       if (record?.digest === entry.digest || (record !== undefined && record.digest === undefined)) return
+      // A rotation's old digest during its grace (and a little after: its lease ends it).
+      const previous = record?.previous?.digest === entry.digest ? record.previous : undefined
+      if (previous !== undefined && Date.now() / 1000 < previous.until + GRACE_LEASE_SLACK_SECONDS) return
       orphans.push({
-        kind: record === undefined ? 'digest-without-record' : 'digest-of-other-record',
+        kind: record === undefined ? 'digest-without-record' : previous !== undefined ? 'digest-past-grace' : 'digest-of-other-record',
         digest: entry.digest,
         target: entry.target,
         fix: { delete: keys.digest(entry.digest) },
@@ -268,13 +284,15 @@ class SnapshotReader {
 function recordRef (keys: EtcdKeys, kv: IKeyValue): RecordRef {
   const path = keys.relativeToRecords(kv.key.toString('utf8'))
   let digest: string | undefined
+  let previous: RecordRef['previous']
   try {
-    const value = JSON.parse(kv.value.toString('utf8')) as { key_sha256?: unknown }
+    const value = JSON.parse(kv.value.toString('utf8')) as { key_sha256?: unknown, previous_sha256?: unknown, previous_until?: unknown }
     if (typeof value.key_sha256 === 'string' && HEX_DIGEST.test(value.key_sha256)) digest = value.key_sha256
+    if (typeof value.previous_sha256 === 'string' && typeof value.previous_until === 'number') previous = { digest: value.previous_sha256, until: value.previous_until }
   } catch {}
   // A key deeper or shallower than <namespace>/<name> is no record the API can reach.
   if (!path.includes('/') || parseQualifiedName(path).name.includes('/')) digest = undefined
-  return { path, revision: Number(kv.mod_revision), lease: String(kv.lease), digest }
+  return { path, revision: Number(kv.mod_revision), lease: String(kv.lease), digest, ...(digest !== undefined && previous !== undefined && { previous }) }
 }
 
 function entryRef (keys: EtcdKeys, kv: IKeyValue): EntryRef {
