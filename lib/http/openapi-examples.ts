@@ -41,5 +41,7 @@ export const examples = {
   created: { reference: example('The key made from the reference\'s payload, with its secret', { ...answered(postPayload), key: 'sak_' + 'x'.repeat(49) }) },
   list: { reference: example('The reference\'s list output', [answered(influxdbHandler), answered(slackHandler)]) },
   get: { reference: example('The reference\'s GET output', answered(postPayload)) },
-  patchRequest: { labels: example('Set a label, drop the expiry', { metadata: { labels: { team: 'ops' } }, expires_at: null }) }
+  patchRequest: { labels: example('Set a label, drop the expiry', { metadata: { labels: { team: 'ops' } }, expires_at: null }) },
+  rotateRequest: { grace: example('A new secret; the old one keeps working for an hour', { grace_seconds: 3600 }) },
+  rotated: { reference: example('The reference\'s key with its new secret', { ...answered(postPayload), rotated_at: 1718003600, key: 'sak_' + 'y'.repeat(49) }) }
 }

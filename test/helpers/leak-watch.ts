@@ -31,12 +31,13 @@ export class LeakWatch {
     this.needles.set(createHash('sha256').update(secret).digest('hex'), 'the digest of a secret')
   }
 
-  /** Records what the app answers: secrets of new keys, headers, error bodies. */
+  /** Records what the app answers: secrets of new and rotated keys, headers, error bodies. */
   watch (app: FastifyInstance) {
     app.addHook('onSend', async (_request, reply, payload) => {
       this.answers++
       const body = typeof payload === 'string' ? payload : ''
-      if (reply.statusCode === 201 && body !== '') {
+      // A create's 201 and a rotation's 200 carry a secret.
+      if ((reply.statusCode === 201 || reply.statusCode === 200) && body.startsWith('{')) {
         const secret = (JSON.parse(body) as { key?: unknown }).key
         if (typeof secret === 'string') this.learn(secret)
       }

@@ -6,7 +6,7 @@ import { VersionMismatchError } from '../../store/errors.js'
 import { callerOf, etagOf, type RouteContext } from './context.js'
 
 /** Does `If-Match` (RFC 9110, strong comparison) match this revision? */
-function ifMatches (header: string, revision: number): boolean {
+export function ifMatches (header: string, revision: number): boolean {
   return header.split(',').some(tag => {
     const t = tag.trim()
     return t === '*' || t === etagOf(revision)

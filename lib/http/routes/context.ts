@@ -59,7 +59,7 @@ export function routeContext (options: RoutesOptions, prefix: string) {
      * One audit line for every change: who, what, when (the line's time), from where. Names and
      * fields only, never values: a key's headers may hold credentials, and never its secret.
      */
-    audit (request: FastifyRequest, action: 'create' | 'patch' | 'delete' | 'revoke-all', details: Record<string, unknown>) {
+    audit (request: FastifyRequest, action: 'create' | 'patch' | 'rotate' | 'delete' | 'revoke-all', details: Record<string, unknown>) {
       const { username, admin } = callerOf(request)
       request.log.info({ audit: { action, by: username, admin, from: request.ip, ...details } }, `apikey ${action}`)
     },

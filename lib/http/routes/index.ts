@@ -6,7 +6,7 @@ import type {} from '@fastify/swagger'
 import { Type } from '@sinclair/typebox'
 import {
   ApiKey, ApiKeyParams, CreateApiKeyBody, CreatedApiKey, ListQuery, NamespaceParams, NoQuery, PatchApiKeyBody,
-  RevokeAllAnswer, RevokeAllQuery
+  RevokeAllAnswer, RevokeAllQuery, RotateApiKeyBody
 } from '../../keys/schemas.js'
 import { InvalidArgumentError, MethodNotAllowedError, replyErrorsInSensuShape, sendRouteNotFound } from '../errors.js'
 import { addToDocument, documentedResponses, SECURITY, type ErrorStatus, type Success } from '../openapi.js'
@@ -18,6 +18,7 @@ import { routeContext, type RouteContext, type RoutesOptions } from './context.j
 import { getHandler, listHandler } from './read.js'
 import { createHandler } from './create.js'
 import { deleteHandler, patchHandler, revokeAllHandler } from './change.js'
+import { rotateHandler } from './rotate.js'
 
 export type { RoutesOptions, RouteSettings } from './context.js'
 export { MAX_LIMIT } from './read.js'
@@ -107,9 +108,32 @@ function itemRoutes (segment: 'apikey' | 'apikeys'): Route[] {
       answers: { errors: [403, 404, 413, 415], success: { status: 204, description: 'Revoked' } },
       handler: deleteHandler
     },
+    {
+      method: 'POST',
+      url: `${item}/rotate`,
+      schema: {
+        ...shown,
+        operationId: 'rotateApiKey',
+        summary: 'Give an API key a new secret, shown this once; the old one works for `grace_seconds` more',
+        params: ApiKeyParams,
+        querystring: NoQuery,
+        headers: Type.Object({
+          'if-match': Type.Optional(Type.String({ description: 'Rotate the key only if its ETag is one of these (or `*`); otherwise a 412' })),
+          'idempotency-key': Type.Optional(Type.String({
+            description: 'Makes a retry safe: the same request with the same value within 24 hours answers the secret it made, instead of rotating again'
+          }))
+        }),
+        body: Type.Optional({ ...RotateApiKeyBody, 'x-examples': examples.rotateRequest })
+      },
+      answers: { errors: [403, 404, 409, 412, 413, 415], success: { status: 200, description: 'Rotated; `key` is the new secret', schema: CreatedApiKey, headers: ['ETag', 'Idempotent-Replayed'], examples: examples.rotated } },
+      // An empty body rotates with no grace, as if it were {}.
+      preValidation: async (request) => { if (request.body === undefined) request.body = {} },
+      handler: rotateHandler
+    },
     // Other methods on these paths, and deeper paths (an unencoded `a/b`), answer in JSON too.
     { method: ['PUT', 'PATCH', 'DELETE'], url: collection, schema: { hide: true }, handler: methodNotAllowed('GET, HEAD, POST') },
     { method: ['PUT', 'POST'], url: item, schema: { hide: true }, handler: methodNotAllowed('GET, HEAD, PATCH, DELETE') },
+    { method: ['GET', 'PUT', 'PATCH', 'DELETE'], url: `${item}/rotate`, schema: { hide: true }, handler: methodNotAllowed('POST') },
     { method: 'ALL', url: `${item}/*`, schema: { hide: true }, handler: () => sendRouteNotFound }
   ]
 }
