@@ -18,7 +18,7 @@ const NS = 'ops'
 
 interface RotateCall {
   body?: unknown
-  auth?: string
+  auth?: string | null
   headers?: Record<string, string>
   segment?: 'apikey' | 'apikeys'
 }

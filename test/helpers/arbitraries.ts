@@ -74,7 +74,7 @@ export type ForgedRev = 'current' | 'future' | 'zero' | 'negative' | 'huge' | 'f
 export type ForgedStart = 'own' | 'own-nul' | 'own-high' | 'namespace-only' | 'other' | 'slash' | 'dotdot' | 'digests' | 'empty' | 'prefix-of-own'
 
 export interface Plan {
-  op: 'list' | 'create' | 'get' | 'patch' | 'delete' | 'revoke-all' | 'junk'
+  op: 'list' | 'create' | 'get' | 'patch' | 'delete' | 'rotate' | 'revoke-all' | 'junk'
   method: Method
   /** The namespace segment as sent (may be mutated). */
   ns: string
@@ -455,6 +455,20 @@ const getPlan = fc.record({ ...base, name: nameRef, method: fc.oneof({ weight: 9
 const patchPlan = fc.record({ ...base, name: nameRef, body: patchBody, ifMatch })
   .map((p): Plan => ({ ...p, op: 'patch', method: 'PATCH', query: [] }))
 
+/** A rotation's body: mostly none or a grace of 0 (the old secret ends at once), some graces, some a 400. */
+const rotateBody = fc.oneof(
+  { weight: 4, arbitrary: fc.constant<BodyPlan>({ kind: 'none' }) },
+  { weight: 4, arbitrary: fc.constantFrom<unknown>({}, { grace_seconds: 0 }, { grace_seconds: 2 }, { grace_seconds: 3600 }).map((value): BodyPlan => ({ kind: 'json', value })) },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom<unknown>({ grace_seconds: -1 }, { grace_seconds: 604801 }, { grace_seconds: 1.5 }, { grace_seconds: '3' }, { grace_seconds: null }, { grace: 1 }, [], null, 'x')
+      .map((value): BodyPlan => ({ kind: 'json', value }))
+  }
+)
+
+const rotatePlan = fc.record({ ...base, name: nameRef, body: rotateBody, ifMatch })
+  .map((p): Plan => ({ ...p, op: 'rotate', method: 'POST', query: [], tail: ['rotate'] }))
+
 const deletePlan = fc.record({ ...base, name: nameRef })
   .map((p): Plan => ({ ...p, op: 'delete', method: 'DELETE', query: [], body: { kind: 'none' } }))
 
@@ -506,6 +520,7 @@ export const planArb: fc.Arbitrary<Plan> = fc.oneof(
   { weight: 6, arbitrary: getPlan },
   { weight: 7, arbitrary: patchPlan },
   { weight: 3, arbitrary: deletePlan },
+  { weight: 3, arbitrary: rotatePlan },
   { weight: 3, arbitrary: junkPlan },
   { weight: 1, arbitrary: fc.oneof({ weight: 1, arbitrary: revokeAllPlan }, { weight: 9, arbitrary: getPlan }) }
 )

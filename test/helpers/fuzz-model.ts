@@ -17,6 +17,8 @@ export interface ModelKey {
   etags: string[]
   /** etcd's revision of its create: its first ETag. */
   createRevision: number
+  /** The secret before the last rotation, when that rotation gave it a grace: its digest entry may still be in etcd. */
+  previous?: string
 }
 
 /**
@@ -83,6 +85,15 @@ export class Model {
     if (etag !== key.etag) key.etags.push(etag)
     key.etag = etag
     this.sawEtag(etag)
+  }
+
+  /** A rotation answered: the new secret; the old one refused at once (grace 0) or after its grace. */
+  rotated (key: ModelKey, body: Json, etag: string, graceSeconds: number) {
+    const { key: secret, ...record } = body
+    if (graceSeconds === 0) this.revoked.push({ ns: key.ns, name: key.name, secret: key.secret })
+    key.previous = graceSeconds === 0 ? undefined : key.secret
+    key.secret = secret
+    this.patched(key, record, etag)
   }
 
   deleted (key: ModelKey) {

@@ -37,7 +37,9 @@ function hasPrototypeKeys (value: unknown): boolean {
 }
 
 /** The fields of the resource (and of a POST or PATCH body). */
-const FIELDS = ['metadata', 'username', 'created_at', 'url', 'sha512', 'filters', 'headers', 'expires_at']
+const FIELDS = ['metadata', 'username', 'created_at', 'url', 'sha512', 'filters', 'headers', 'expires_at', 'rotated_at']
+/** SPEC.md "Lifecycle": the longest grace of a rotation. */
+const MAX_GRACE_SECONDS = 604800
 
 /** SPEC.md "The resource", for a POST body. */
 function createBodyIsValid (b: unknown): boolean {
@@ -53,7 +55,7 @@ function createBodyIsValid (b: unknown): boolean {
   return optional(b, 'username', isUsername) && optional(b, 'created_at', Number.isInteger) &&
     optional(b, 'url', v => typeof v === 'string') && optional(b, 'sha512', v => typeof v === 'string') &&
     optional(b, 'filters', v => v === null || isStringMap(v)) && optional(b, 'headers', v => v === null || isStringMap(v)) &&
-    optional(b, 'expires_at', Number.isInteger)
+    optional(b, 'expires_at', Number.isInteger) && optional(b, 'rotated_at', Number.isInteger)
 }
 
 /** expires_at, when set or changed, lies in the future and within etcd's longest lease. */
@@ -75,7 +77,7 @@ function patchBodyIsValid (p: unknown): boolean {
   return optional(p, 'username', v => v === null || isUsername(v)) && optional(p, 'created_at', v => v === null || Number.isInteger(v)) &&
     optional(p, 'url', strOrNull) && optional(p, 'sha512', strOrNull) &&
     optional(p, 'filters', v => v === null || isPatchMap(v)) && optional(p, 'headers', v => v === null || isPatchMap(v)) &&
-    optional(p, 'expires_at', v => v === null || Number.isInteger(v))
+    optional(p, 'expires_at', v => v === null || Number.isInteger(v)) && optional(p, 'rotated_at', v => v === null || Number.isInteger(v))
 }
 
 /** A stored key as SPEC.md's resource describes it. */
@@ -88,7 +90,7 @@ function keyIsValid (k: unknown): boolean {
   return isUsername(k.username) && Number.isInteger(k.created_at) &&
     optional(k, 'url', v => typeof v === 'string') && optional(k, 'sha512', v => typeof v === 'string') &&
     optional(k, 'filters', v => v === null || isStringMap(v)) && optional(k, 'headers', v => v === null || isStringMap(v)) &&
-    optional(k, 'expires_at', Number.isInteger)
+    optional(k, 'expires_at', Number.isInteger) && optional(k, 'rotated_at', Number.isInteger)
 }
 
 /** RFC 7396. */
@@ -160,6 +162,7 @@ type Route =
   | { kind: 'deeper' }
   | { kind: 'collection', ns: string }
   | { kind: 'item', ns: string, name: string }
+  | { kind: 'rotate', ns: string, name: string } // POST .../apikey/:apikey/rotate
   | { kind: 'apikeys' } // GET /apikeys (every namespace), DELETE /apikeys?username= (revoke-all)
 
 const decodes = (raw: string) => { try { decodeURIComponent(raw); return true } catch { return false } }
@@ -181,8 +184,9 @@ export function routeOf (pathname: string): Route {
     ...([...params, ...rest].some(s => !decodes(s)) ? [400] : [])
   ]
   if (refusals.length > 0) return { kind: 'router', statuses: refusals }
-  if (rest.length > 0) return { kind: 'deeper' }
   const [ns, name] = params.map(p => decodeURIComponent(p))
+  if (name !== undefined && rest.length === 1 && rest[0] === 'rotate') return { kind: 'rotate', ns, name }
+  if (rest.length > 0) return { kind: 'deeper' }
   return name === undefined ? { kind: 'collection', ns } : { kind: 'item', ns, name }
 }
 
@@ -279,6 +283,14 @@ export function predict (sent: Sent, model: Model, clock: { before: number }): P
     const unknown = unknownParameter(query, method === 'DELETE' ? ['username'] : LIST_QUERY)
     if (unknown !== undefined) return p([400], `an unknown query parameter ${JSON.stringify(unknown)}`)
     return method === 'DELETE' ? predictRevokeAll(query, caller, model, p) : predictList(undefined, query, caller, model, p)
+  }
+  if (route.kind === 'rotate') {
+    if (method !== 'POST') return p([405], 'another method on a rotate path')
+    if (query === null) return p([400], 'a query parameter, with a malformed escape, on a route that takes none')
+    if (unknownParameter(query, []) !== undefined) return p([400], 'a query parameter on the rotate route')
+    if (!NAME.test(route.ns)) return p([400], 'a bad namespace name')
+    if (!NAME.test(route.name)) return p([400], 'a bad apikey name')
+    return predictRotate(model.get(route.ns, route.name), payload === '' ? {} : body, sent.headers['if-match'], caller, clock, p)
   }
   const collection = route.kind === 'collection'
   if ((collection && !['GET', 'HEAD', 'POST'].includes(method)) || (!collection && !['GET', 'HEAD', 'PATCH', 'DELETE'].includes(method))) {
@@ -424,6 +436,29 @@ function predictList (ns: string | undefined, query: Record<string, string | str
   })
 }
 
+/** SPEC.md "Lifecycle": a rotation of `key` (undefined: none in the model) with this body. */
+function predictRotate (key: ModelKey | undefined, body: unknown, ifMatch: string | undefined, caller: Caller, clock: { before: number }, p: P): Prediction {
+  const grace = isObject(body) ? body.grace_seconds : undefined
+  if (!isObject(body) || !onlyFields(body, ['grace_seconds']) || !optional(body, 'grace_seconds', v => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= MAX_GRACE_SECONDS)) {
+    return p([400], 'a rotate body SPEC.md refuses')
+  }
+  if (key === undefined || !(caller.admin || key.record.username === caller.username)) return p([404], 'no such key, or not the caller\'s')
+  if (ifMatch !== undefined && !ifMatch.split(',').some(tag => tag.trim() === '*' || tag.trim() === key.etag)) return p([412], 'If-Match does not match')
+  // The model follows the answer before the check runs: what it held is read now.
+  const { record, etag: etagBefore, secret: secretBefore } = key
+  if (caller.expiresAt !== undefined && (record.expires_at === undefined || record.expires_at > caller.expiresAt)) return p([403], 'a rotation of a key that outlives the caller\'s own')
+  // A key whose expiry passes now is not found (SPEC: never rotate an expired key).
+  const statuses = record.expires_at !== undefined && record.expires_at <= Math.floor(clock.before / 1000) + 2 ? [200, 404] : [200]
+  return p(statuses, `a rotation (grace ${String(grace ?? 0)})`, answer => {
+    const { key: secret, rotated_at: rotatedAt, ...rest } = answer.json()
+    if (!isDeepStrictEqual(rest, (({ rotated_at: _r, ...r }) => r)(record))) return `rotate answered ${answer.body.slice(0, 400)}; the model holds ${JSON.stringify(record).slice(0, 400)}`
+    if (!(rotatedAt >= Math.floor(clock.before / 1000) && rotatedAt <= Math.floor(Date.now() / 1000))) return `rotated_at ${String(rotatedAt)} is not now`
+    if (typeof secret !== 'string' || !SECRET.test(secret) || secret === secretBefore) return 'the new secret has not the form sak_ + 43 + 6, or is the old one'
+    const etag = String(answer.headers.etag)
+    if (!/^"\d+"$/.test(etag) || etag === etagBefore) return `ETag ${etag} after ${etagBefore}`
+  })
+}
+
 function predictPatch (key: ModelKey | undefined, visible: boolean, body: unknown, withBody: boolean, ifMatch: string | undefined, caller: Caller, model: Model, clock: { before: number }, p: P): Prediction {
   if (!withBody) return p([400], 'PATCH without a body')
   if (!patchBodyIsValid(body)) return p([400], 'a merge patch SPEC.md refuses')
@@ -433,7 +468,7 @@ function predictPatch (key: ModelKey | undefined, visible: boolean, body: unknow
   const after = mergePatch(before, body) as Json
   const immutable = [
     after.metadata?.name === before.metadata.name, after.metadata?.namespace === before.metadata.namespace,
-    after.metadata?.created_by === before.metadata.created_by, after.created_at === before.created_at
+    after.metadata?.created_by === before.metadata.created_by, after.created_at === before.created_at, after.rotated_at === before.rotated_at
   ]
   if (immutable.includes(false)) return p([400], 'a change of an immutable field')
   if (!keyIsValid(after)) return p([400], 'the patched key is not a valid key')
