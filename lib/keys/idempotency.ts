@@ -5,7 +5,8 @@ import { parseQualifiedName, qualifiedName } from './names.js'
 /**
  * `Idempotency-Key` on a create (draft-ietf-httpapi-idempotency-key-header): a client that lost
  * an answer sends the same request again with the same key and gets the same API key back,
- * secret included, instead of a second one. The entry that makes the replay possible is written
+ * secret included, instead of a second one (on a rotation: the same new secret, instead of
+ * another rotation). The entry that makes the replay possible is written
  * in the create's own etcd transaction and lives 24 hours on a lease. It holds the secret only
  * encrypted (AES-256-GCM) under a key derived (HKDF-SHA256) from the Idempotency-Key, which the
  * server never stores: only the client that holds it can recover the secret, and reading etcd
