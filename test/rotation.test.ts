@@ -335,3 +335,15 @@ t.test('check-consistency: a grace\'s old digest entry is no orphan; a stale one
   t.equal(await digestEntry(api, plain.secret), null, 'the stale entries are gone')
   t.same((await checkConsistency(api.etcd, api.root)).orphans, [], 'then clean')
 })
+
+t.test('a key that ends before its grace takes the old digest entry with it (one lease)', async t => {
+  const api = await buildApp(t, etcd)
+  const key = await api.createKey(NS, { expires_at: Math.floor(Date.now() / 1000) + 60 })
+  const res = await rotate(api, key.name, { body: { grace_seconds: 3600 } })
+  t.equal(res.statusCode, 200)
+  const leaseOf = async (etcdKey: string) => String((await api.etcd.get(etcdKey).exec()).kvs[0]?.lease)
+  const recordLease = await leaseOf(`${api.root}/apikeys/${NS}/${key.name}`)
+  t.not(recordLease, '0', 'the record is on the key\'s lease')
+  t.equal(await leaseOf(`${api.root}/apikey-digests/${digestSecret(key.secret)}`), recordLease, 'the old digest entry too')
+  t.equal(await leaseOf(`${api.root}/apikey-digests/${digestSecret(res.json().key)}`), recordLease, 'and the new one')
+})
