@@ -27,7 +27,9 @@ export const ApiKey = Type.Object({
   sha512: Type.Optional(Type.String()),
   filters: Type.Optional(Nullable(StringMap)),
   headers: Type.Optional(Nullable(StringMap)),
-  expires_at: Type.Optional(Type.Integer({ description: 'Unix seconds; from then on the key no longer authenticates, and etcd removes it' }))
+  expires_at: Type.Optional(Type.Integer({ description: 'Unix seconds; from then on the key no longer authenticates, and etcd removes it' })),
+  disabled: Type.Optional(Type.Boolean({ description: 'true: the key does not authenticate until this is false or removed; it is still listed, read, patched and deleted' })),
+  last_used_at: Type.Optional(Type.Integer({ description: 'Unix seconds, set by the server: when the key last authenticated (written at most once a minute per server); absent until first use' }))
 }, { ...Closed })
 export type ApiKey = Static<typeof ApiKey>
 
@@ -56,7 +58,9 @@ export const CreateApiKeyBody = Type.Object({
   sha512: Type.Optional(Type.String()),
   filters: Type.Optional(Nullable(StringMap)),
   headers: Type.Optional(Nullable(StringMap)),
-  expires_at: Type.Optional(Type.Integer({ description: 'Unix seconds, in the future; absent: the key never expires' }))
+  expires_at: Type.Optional(Type.Integer({ description: 'Unix seconds, in the future; absent: the key never expires' })),
+  disabled: Type.Optional(Type.Boolean({ description: 'true: the key is made switched off (it does not authenticate)' })),
+  last_used_at: Type.Optional(Type.Integer({ description: 'ignored: the server sets it' }))
 }, { ...Closed })
 export type CreateApiKeyBody = Static<typeof CreateApiKeyBody>
 
@@ -80,7 +84,9 @@ export const PatchApiKeyBody = Type.Object({
   sha512: Type.Optional(Nullable(Type.String())),
   filters: Type.Optional(Nullable(PatchStringMap)),
   headers: Type.Optional(Nullable(PatchStringMap)),
-  expires_at: Type.Optional(Nullable(Type.Integer({ description: 'Unix seconds, in the future; null: never expires' })))
+  expires_at: Type.Optional(Nullable(Type.Integer({ description: 'Unix seconds, in the future; null: never expires' }))),
+  disabled: Type.Optional(Nullable(Type.Boolean({ description: 'true switches the key off, false or null on again' }))),
+  last_used_at: Type.Optional(Nullable(Type.Integer({ description: 'set by the server: may only repeat the current value' })))
 }, { ...Closed })
 export type PatchApiKeyBody = Static<typeof PatchApiKeyBody>
 

@@ -1,12 +1,13 @@
 // Create, update and delete: each one etcd transaction guarded by what was read before it.
 import { isDeepStrictEqual } from 'node:util'
-import { EtcdLeaseInvalidError, type Etcd3 } from 'etcd3'
+import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue } from 'etcd3'
 import { IDEMPOTENCY_TTL_SECONDS } from '../keys/idempotency.js'
 import type { ApiKey } from '../keys/schemas.js'
 import { EtcdKeys } from './key-builder.js'
 import type { Deadline } from './calls.js'
 import type { StoreCore } from './core.js'
 import { parseRecord, storedKey, toApiKey, withLease, type ReadRecord, type StoredKey, type StoredRecord } from './records.js'
+import { lastUseOf, withLastUse } from './usage.js'
 import {
   CredentialRevokedError, EtcdUnavailableError, IdempotencyEntryExistsError, KeyExistsError, KeyNotFoundError, RevokedUsernameError
 } from './errors.js'
@@ -113,32 +114,44 @@ export async function createKey (store: StoreCore, apiKey: ApiKey, digest: strin
   }
 }
 
+/** A record's usage entry as read with it (see usage.ts): its etcd key, and what etcd held there. */
+interface UsageRead {
+  key: string
+  kv?: IKeyValue
+}
+
 /**
  * One compare-and-swap of a record from `current` to `after`, guarded by its revision and by both
- * usernames' fences. An unchanged expiry keeps the lease; a changed one moves the record and its
- * digest entry to a new lease (or to none), and ends the key's Idempotency-Key entry, which cannot
- * follow. Resolves with the written revision, or undefined when the guard failed.
+ * usernames' fences. An unchanged expiry keeps the lease; a changed one moves the record, its
+ * digest entry and its usage entry (guarded by its revision as read) to a new lease (or to none),
+ * and ends the key's Idempotency-Key entry, which cannot follow. Resolves with the written
+ * revision, or undefined when the guard failed.
  */
-async function swapRecord (store: StoreCore, recordKey: string, current: ReadRecord, after: ApiKey, written: string, deadline: Deadline): Promise<number | undefined> {
+async function swapRecord (store: StoreCore, recordKey: string, current: ReadRecord, usage: UsageRead, after: ApiKey, written: string, deadline: Deadline): Promise<number | undefined> {
   const { client, keys } = store
   const before = current.value
   const keepLease = after.expires_at === before.expires_at
   const { key_sha256: digest, idempotency_entry: entryId } = before
   const lease = keepLease ? undefined : await store.leaseUntil(after.expires_at, deadline)
   const { namespace, name } = before.metadata
-  const res = await store.call('txn', deadline, callOptions => client
-    .if(recordKey, 'Mod', '==', current.revision)
-    .and(keys.fence(before.username), 'Mod', '<', current.createRevision)
-    .and(keys.fence(after.username), 'Mod', '<', current.createRevision)
-    .then(...keepLease
+  const res = await store.call('txn', deadline, callOptions => {
+    const txn = client
+      .if(recordKey, 'Mod', '==', current.revision)
+      .and(keys.fence(before.username), 'Mod', '<', current.createRevision)
+      .and(keys.fence(after.username), 'Mod', '<', current.createRevision)
+    // The usage entry must not stay on the old lease, which is revoked below: it moves too.
+    if (!keepLease) txn.and(usage.key, 'Mod', '==', Number(usage.kv?.mod_revision ?? 0))
+    return txn.then(...keepLease
       ? [client.put(recordKey).value(written).ignoreLease()]
       : [
           withLease(client.put(recordKey).value(written), lease),
           withLease(client.put(keys.digest(digest)).value(EtcdKeys.digestTarget(namespace, name)), lease),
-          ...entryId === undefined ? [] : [client.delete().key(keys.idempotency(entryId))]
+          ...entryId === undefined ? [] : [client.delete().key(keys.idempotency(entryId))],
+          ...usage.kv === undefined ? [] : [withLease(client.put(usage.key).value(usage.kv.value), lease)]
         ])
-    .options(callOptions)
-    .commit())
+      .options(callOptions)
+      .commit()
+  })
   if (res.succeeded) {
     // The record and its digest entry moved off their old lease: nothing holds it any more.
     if (!keepLease) store.revokeLease(current.lease)
@@ -166,19 +179,30 @@ export async function updateKey (
     if (!current) throw new KeyNotFoundError(`apikey ${name} not found`)
     // A retried write that etcd applied before its answer was lost: what we wrote is there.
     if (written !== undefined && JSON.stringify(current.value) === written) return storedKey(current)
-    const before = toApiKey(current.value)
-    const after = await change(storedKey(current))
-    if (isDeepStrictEqual(after, before)) return storedKey(current)
+    // The change sees the key as a GET shows it, last use included (which a patch may only repeat).
+    const usage = await readUsage(store, recordKey, current, deadline)
+    const before = withLastUse(toApiKey(current.value), lastUseOf(usage.kv, current.createRevision))
+    const stored = { ...storedKey(current), apiKey: before }
+    const after = await change(stored)
+    if (isDeepStrictEqual(after, before)) return stored
     // A key older than its new username's revocation would be revoked the moment it got it.
     if (after.username !== before.username && current.createRevision < await store.fenceRevision(after.username, deadline)) {
       throw new RevokedUsernameError(after.username)
     }
     const keepEntry = after.expires_at === before.expires_at && current.value.idempotency_entry !== undefined
-    written = JSON.stringify({ ...after, key_sha256: current.value.key_sha256, ...(keepEntry && { idempotency_entry: current.value.idempotency_entry }) })
-    const revision = await swapRecord(store, recordKey, current, after, written, deadline)
+    const { last_used_at: _lastUse, ...record } = after
+    written = JSON.stringify({ ...record, key_sha256: current.value.key_sha256, ...(keepEntry && { idempotency_entry: current.value.idempotency_entry }) })
+    const revision = await swapRecord(store, recordKey, current, usage, after, written, deadline)
     if (revision !== undefined) return { apiKey: after, revision, createRevision: current.createRevision }
     if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
   }
+}
+
+/** The usage entry of a record, at the revision the record was read at. */
+async function readUsage (store: StoreCore, recordKey: string, current: ReadRecord, deadline: Deadline): Promise<UsageRead> {
+  const key = store.keys.usageOfRecord(recordKey)
+  const res = await store.range({ key, revision: current.readAt }, deadline)
+  return { key, kv: res.kvs[0] }
 }
 
 /**
@@ -202,8 +226,8 @@ export async function deleteKey (store: StoreCore, namespace: string, name: stri
 }
 
 /**
- * Deletes the record as read, with its digest entry and Idempotency-Key entry, unless it changed
- * since; true when it did. Its lease, if any, holds nothing any more and is revoked.
+ * Deletes the record as read, with its digest entry, Idempotency-Key entry and usage entry, unless
+ * it changed since; true when it did. Its lease, if any, holds nothing any more and is revoked.
  */
 export async function deleteRecord (store: StoreCore, recordKey: string, current: ReadRecord, deadline: Deadline): Promise<boolean> {
   const { client, keys } = store
@@ -213,6 +237,7 @@ export async function deleteRecord (store: StoreCore, recordKey: string, current
     .then(
       client.delete().key(recordKey),
       client.delete().key(keys.digest(digest)),
+      client.delete().key(keys.usageOfRecord(recordKey)),
       ...entryId === undefined ? [] : [client.delete().key(keys.idempotency(entryId))]
     )
     .options(options)
