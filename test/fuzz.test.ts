@@ -298,7 +298,7 @@ t.test(`${RUNS} fuzzed requests through inject(), then ${SOCKET_RUNS} raw paths 
   // early on; the model holds every valid caller to be served all the same. It predicts no write
   // limit's 429: a fast machine sends the fuzzer's writes faster than the default allows
   // (test/write-limit.test.ts tests the limit).
-  const api = await buildApp(t, etcd, { authFailureLimit: { max: 10, timeWindow: 10 * 60_000 }, writeLimit: false })
+  const api = await buildApp(t, etcd, { authFailureLimit: { max: 10, timeWindow: 10 * 60_000 }, writeLimit: false, lastUseInterval: 86_400_000 })
   const fuzz = new Fuzz(api)
   await seed(fuzz)
   t.comment(`fast-check seed ${SEED} (FUZZ_SEED=${SEED} replays this run)`)
@@ -348,7 +348,7 @@ t.test(`${RUNS} fuzzed requests through inject(), then ${SOCKET_RUNS} raw paths 
 })
 
 t.test('hostile sizes: a record grown by PATCH, and a namespace of big keys', async t => {
-  const api = await buildApp(t, etcd)
+  const api = await buildApp(t, etcd, { lastUseInterval: 86_400_000 })
   const fuzz = new Fuzz(api)
   const big = 'x'.repeat(60_000)
   const key = await api.createKey('grow')
