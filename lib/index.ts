@@ -3,46 +3,18 @@
 // lib/keys (the key rules), lib/store (etcd).
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Etcd3 } from 'etcd3'
 import { resolveOptions, type ApiKeysOptions } from './options.js'
 import { ApiKeyStore, type StoredKey } from './store/store.js'
 import { storeClient } from './store/client-policy.js'
 import { EtcdUnavailableError } from './store/errors.js'
-import { raisedAlarms } from './store/alarms.js'
 import type { CacheStatus } from './store/cache/watch-cache.js'
 import { apiKeyRoutes } from './http/routes/index.js'
 import { metricsRoute } from './http/metrics-route.js'
 import { pluginMetrics } from './metrics.js'
 import { requestDeadline } from './http/deadline.js'
 import { defaultAuthorize, type Caller } from './keys/authorization.js'
-import { digestSecret, isWellFormedSecret } from './keys/secrets.js'
 import { maxKeyBytes } from './keys/strategy.js'
-import type { ApiKey } from './keys/schemas.js'
-
-/** What the plugin decorates the Fastify instance with, as `fastify.apiKeys`. */
-export interface ApiKeys {
-  /**
-   * The key a secret belongs to, or null when it is malformed, forged, revoked or expired (a
-   * malformed one without reading etcd). Given the request, the lookup shares its deadline. Rejects with a 503
-   * error when etcd cannot answer in time.
-   */
-  verify(secret: string, request?: FastifyRequest): Promise<ApiKey | null>
-  /**
-   * Revokes every key of `username`, in all namespaces, and resolves with how many it deleted.
-   * From then on no key of that user made before the call authenticates on any server, nor any
-   * key made while it ran by a caller authenticated as that user; keys made afterwards work. For
-   * a host that disables or deletes a user.
-   */
-  revokeAllOf(username: string): Promise<number>
-  /** Resolves when etcd answers within `timeout` ms (default `requestTimeout`); for readiness checks. */
-  ping(timeout?: number): Promise<void>
-  /** The alarms etcd has raised (`NOSPACE`, `CORRUPT`), none when empty; for readiness checks. Rejects when etcd does not answer within `timeout` ms. */
-  alarms(timeout?: number): Promise<string[]>
-  /** The etcd client the plugin uses. */
-  readonly etcd: Etcd3
-  /** The read cache's state and counts (option `cache`); null when it is off. */
-  cacheStatus(): CacheStatus | null
-}
+import { apiKeysDecorator, type ApiKeys } from './decorators.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -63,7 +35,8 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
     receiveBytes,
     maxKeyBytes: maxKeyBytes(settings.bodyLimit),
     cache: settings.cache ? { callTimeout: settings.requestTimeout, log: fastify.log } : undefined,
-    observer: metrics?.observer
+    observer: metrics?.observer,
+    usage: { interval: settings.lastUseInterval, callTimeout: settings.requestTimeout, log: fastify.log }
   })
 
   // Fail the boot, not the first request, when etcd cannot be reached.
@@ -78,46 +51,20 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
   }
   store.startCache()
   fastify.addHook('onClose', async () => {
-    store.close()
+    // Pending last uses are written first, within one request's time.
+    await store.close(Date.now() + settings.requestTimeout)
     if (owned) client.close()
   })
 
   /** The API key a request authenticated with (through verify): what it writes is guarded by it. */
   const credentials = new WeakMap<FastifyRequest, StoredKey>()
-
-  const verified = metrics?.verified ?? (() => {})
-  const apiKeys: ApiKeys = {
-    async verify (secret, request) {
-      if (typeof secret !== 'string' || !isWellFormedSecret(secret, settings.keyPrefix)) {
-        verified('malformed')
-        return null
-      }
-      const found = await store.findByDigest(digestSecret(secret), requestDeadline(request, settings.requestTimeout))
-      if (found.key === null) {
-        verified(found.why)
-        return null
-      }
-      // The guarantee of expires_at, to the second: etcd's lease removes the key only eventually.
-      const { apiKey } = found.key
-      if (apiKey.expires_at !== undefined && Date.now() / 1000 >= apiKey.expires_at) {
-        verified('expired')
-        return null
-      }
-      if (request !== undefined) credentials.set(request, found.key)
-      verified('valid')
-      return apiKey
-    },
-    async revokeAllOf (username) {
-      if (typeof username !== 'string' || username === '') throw new TypeError('revokeAllOf: username must be a non-empty string')
-      return await store.revokeAllOf(username, { deadline: requestDeadline(undefined, settings.requestTimeout), batchTimeout: settings.requestTimeout })
-    },
-    async ping (timeout = settings.requestTimeout) {
-      await store.ping(Date.now() + timeout)
-    },
-    alarms: async (timeout = settings.requestTimeout) => await raisedAlarms(client, Date.now() + timeout),
-    etcd: client,
-    cacheStatus: () => store.cacheStatus()
-  }
+  const apiKeys = apiKeysDecorator({
+    store,
+    client,
+    settings,
+    verified: metrics?.verified ?? (() => {}),
+    authenticated: (request, key) => credentials.set(request, key)
+  })
   fastify.decorate('apiKeys', apiKeys)
   fastify.decorateRequest('apiKeyCaller', null)
 
@@ -154,6 +101,7 @@ export { defaultAuthorize } from './keys/authorization.js'
 export type { Caller, Authorize, AuthorizeContext, Action } from './keys/authorization.js'
 export type { ApiKeysOptions, MetricsOptions } from './options.js'
 export { defaults } from './options.js'
+export type { ApiKeys, CheckResult, RefusalReason } from './decorators.js'
 export * as schemas from './keys/schemas.js'
 export type { ApiKey, CreatedApiKey, CreateApiKeyBody, PatchApiKeyBody, ErrorBody } from './keys/schemas.js'
 export { encodeContinueToken, decodeContinueToken, type ContinueToken } from './store/continue-token.js'

@@ -7,8 +7,8 @@ import type { EtcdOperation, StoreObserver } from './store/observer.js'
 import type { CacheStatus } from './store/cache/watch-cache.js'
 
 /** What verify can tell of a secret. */
-export type VerificationResult = 'valid' | 'malformed' | 'unknown' | 'expired' | 'revoked'
-const VERIFICATION_RESULTS: VerificationResult[] = ['valid', 'malformed', 'unknown', 'expired', 'revoked']
+export type VerificationResult = 'valid' | 'malformed' | 'unknown' | 'expired' | 'disabled' | 'revoked'
+const VERIFICATION_RESULTS: VerificationResult[] = ['valid', 'malformed', 'unknown', 'expired', 'disabled', 'revoked']
 const ETCD_OPERATIONS: EtcdOperation[] = ['range', 'txn', 'put', 'lease_grant', 'lease_revoke']
 
 /** Fixed buckets, in seconds: an HTTP answer (etcd's round trips included), one etcd call. */

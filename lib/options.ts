@@ -32,6 +32,8 @@ export interface ApiKeysOptions {
   cache?: boolean
   /** Prometheus metrics (docs/metrics.md): true, or where and for whom. Default false. */
   metrics?: boolean | MetricsOptions
+  /** Milliseconds between writes of a key's `last_used_at` by this server (at most one write per key and interval, batched). Default 60000. */
+  lastUseInterval?: number
 }
 
 export interface MetricsOptions {
@@ -63,6 +65,7 @@ export interface ResolvedOptions {
   writeLimit: WriteLimit | false
   cache: boolean
   metrics: ResolvedMetrics | false
+  lastUseInterval: number
 }
 
 export const defaults = {
@@ -77,7 +80,8 @@ export const defaults = {
   writeLimit: { perSecond: 10, burst: 20 },
   cache: true,
   metrics: false,
-  metricsPath: '/metrics'
+  metricsPath: '/metrics',
+  lastUseInterval: 60_000
 } as const
 
 function fail (name: string, rule: string, value: unknown): never {
@@ -179,6 +183,8 @@ export function resolveOptions (options: Partial<ApiKeysOptions> | undefined): R
     maxKeysPerUser: o.maxKeysPerUser === false ? false : positiveInteger('maxKeysPerUser', o.maxKeysPerUser ?? defaults.maxKeysPerUser),
     writeLimit: writeLimitOption(o.writeLimit),
     cache: boolean('cache', o.cache ?? defaults.cache),
-    metrics: metricsOption(o.metrics)
+    metrics: metricsOption(o.metrics),
+    // At most a day: a longer interval would lose more than a crash should.
+    lastUseInterval: positiveInteger('lastUseInterval', o.lastUseInterval ?? defaults.lastUseInterval, 86_400_000)
   }
 }

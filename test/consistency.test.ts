@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Etcd3 } from 'etcd3'
 import { sharedEtcd } from './helpers/etcd.js'
+import { waitFor } from './helpers/wait.js'
 import { buildApp, keyAuth, type TestApp } from './helpers/app.js'
 import {
   ensureBuilt, findOnPath, freePorts, request, runCheckConsistency, startServer, tempDir, waitForReady
@@ -113,6 +114,41 @@ t.test('planted orphans: reported exactly, repaired, then clean, and the key aut
   t.not(victimLease, '0', 'the victim has a lease')
   t.equal(await leaseOf(api, keys.digest(victimDigest)), victimLease, 'and its restored digest entry carries it')
   for (const key of [holder, bystander]) t.equal(await authenticates(api, key.location, key.secret), 200, 'the other keys still authenticate')
+})
+
+t.test('usage entries (last_used_at): one whose key is gone, or was made again since, is an orphan, repaired by deleting it; a live key\'s is not', async t => {
+  const api = await buildApp(t, etcd, { lastUseInterval: 100 })
+  const keys = new EtcdKeys(api.root)
+  const hand = byHand(api.etcd)
+  const live = await api.createKey('default')
+  const remade = await api.createKey('default')
+  t.equal(await authenticates(api, live.location, live.secret), 200, 'a use of the live key')
+  await waitFor(async () => await api.etcd.get(keys.usage('default', live.name)).string(), { what: 'the live key\'s usage entry' })
+  const ghost = randomUUID()
+  await hand.put(keys.usage('dev', ghost), '1718000000')
+  // A usage entry older than its record: a former key of the same name's, as a restore may leave.
+  const remadeKey = keys.record('default', remade.name)
+  const record = await api.etcd.get(remadeKey).string() ?? ''
+  await hand.put(keys.usage('default', remade.name), '1718000000')
+  await hand.del(remadeKey)
+  await hand.put(remadeKey, record)
+  await hand.put(keys.digest(digestSecret(remade.secret)), `default/${remade.name}`)
+
+  const found = await check(api.root, ['--json'])
+  t.equal(found.code, 1, 'exit 1')
+  const report = JSON.parse(found.stdout)
+  t.match(report, { records: 2, digests: 2, usage: 3, consistent: false })
+  t.same(report.orphans.map((o: { kind: string, record: string }) => `${o.kind} ${o.record}`).sort(),
+    [`usage-without-record default/${remade.name}`, `usage-without-record dev/${ghost}`].sort(), 'exactly the two planted usage entries')
+  const human = await check(api.root)
+  t.match(human.stdout, `usage entry of dev/${ghost}: that key does not exist (deleted, or made again since); --repair deletes the entry`)
+  const repaired = await check(api.root, ['--repair'])
+  t.equal(repaired.code, 0, `--repair: exit 0 (${repaired.stdout.trim()})`)
+  t.match(repaired.stdout, /\nrepaired 2 of 2\n$/)
+  t.equal(await api.etcd.get(keys.usage('dev', ghost)).string(), null, 'the ghost\'s entry is deleted')
+  t.equal(await api.etcd.get(keys.usage('default', remade.name)).string(), null, 'so is the former key\'s')
+  t.ok(await api.etcd.get(keys.usage('default', live.name)).string(), 'the live key\'s is kept')
+  t.equal((await check(api.root)).code, 0, 'then clean')
 })
 
 t.test('a repair is guarded: what changed since the scan is left for the next one', async t => {

@@ -128,7 +128,7 @@ t.test('every family, with its type and labels, and counts that move as the traf
         t.strictSame(Object.keys(sample.labels ?? {}).sort(), [...labels].sort(), `${name}'s labels are ${labels.join(', ') || 'none'}`)
       }
     }
-    t.strictSame(after.get('apikeys_verifications_total')?.metrics.map(m => m.labels?.result).sort(), ['expired', 'malformed', 'revoked', 'unknown', 'valid'], 'every verification result has a series')
+    t.strictSame(after.get('apikeys_verifications_total')?.metrics.map(m => m.labels?.result).sort(), ['disabled', 'expired', 'malformed', 'revoked', 'unknown', 'valid'], 'every verification result has a series')
     t.strictSame(after.get('apikeys_cache_reads_total')?.metrics.map(m => m.labels?.source).sort(), ['cache', 'etcd'], 'reads by source: cache and etcd')
     const operations = after.get('apikeys_etcd_request_duration_seconds')?.metrics.map(m => m.labels?.operation)
     t.strictSame([...new Set(operations)].sort(), ['lease_grant', 'lease_revoke', 'put', 'range', 'txn'], 'etcd calls by operation')

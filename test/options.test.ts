@@ -40,6 +40,9 @@ t.test('a wrong option fails register with a message that names it', async t => 
     ['bodyLimit', { bodyLimit: '64k' }],
     ['requestTimeout', { requestTimeout: -1 }],
     ['requestTimeout', { requestTimeout: 1.5 }],
+    ['lastUseInterval', { lastUseInterval: 0 }],
+    ['lastUseInterval', { lastUseInterval: '60s' }],
+    ['lastUseInterval', { lastUseInterval: 86_400_001 }],
     ['etcd', { etcd: 'http://127.0.0.1:2379' }],
     ['etcd.hosts', { etcd: { hosts: '127.0.0.1:2379' } }],
     ['etcd.hosts', { etcd: { hosts: [] } }],
@@ -110,6 +113,7 @@ t.test('defaults', async t => {
     writeLimit: { perSecond: 10, burst: 20 },
     cache: true,
     metrics: false,
-    metricsPath: '/metrics'
+    metricsPath: '/metrics',
+    lastUseInterval: 60_000
   })
 })

@@ -22,8 +22,8 @@ const key = (name: string, labels: Record<string, string> | undefined, more: Par
 })
 const KEYS = [
   key('a', { team: 'ops', region: 'eu' }),
-  key('b', { team: 'dev', region: 'us' }),
-  key('c', { team: 'ops-east' }),
+  key('b', { team: 'dev', region: 'us' }, { disabled: true }),
+  key('c', { team: 'ops-east' }, { disabled: false }),
   key('d', undefined, { username: 'bob' }),
   key('e', { 'my label': 'a value', 'k8s.io/app': 'web:1' }, { metadata: { name: 'e', namespace: 'prod', labels: { 'my label': 'a value', 'k8s.io/app': 'web:1' }, created_by: 'carol' } })
 ]
@@ -53,6 +53,11 @@ t.test('each field of fieldSelector', async t => {
   t.strictSame(fields('api_key.labels.team in [dev, ops-east]'), ['b', 'c'])
   t.strictSame(fields('api_key.labels.k8s.io/app == web:1'), ['e'], 'a label name with . and / after api_key.labels.')
   t.strictSame(fields('api_key.username notin [alice] && api_key.name matches d'), ['d'])
+  t.strictSame(fields('api_key.disabled == true'), ['b'], 'disabled: true')
+  t.strictSame(fields('api_key.disabled == false'), ['a', 'c', 'd', 'e'], 'disabled false, or absent: an absent field is false')
+  t.strictSame(fields('api_key.disabled != true'), ['a', 'c', 'd', 'e'], '!= true: the same keys')
+  t.strictSame(fields('api_key.disabled != false'), ['b'], '!= false: the disabled ones')
+  t.strictSame(fields('api_key.disabled == yes'), [], 'only true and false name a state')
 })
 
 t.test('whitespace, quoting and bare words', async t => {
@@ -106,7 +111,7 @@ t.test('statements that do not parse: what is wrong, and where', async t => {
 })
 
 t.test('fieldSelector: an unknown field says which fields there are', async t => {
-  const fieldsAre = 'the fields are api_key.name, api_key.namespace, api_key.username, api_key.created_by and api_key.labels.<label name>'
+  const fieldsAre = 'the fields are api_key.name, api_key.namespace, api_key.username, api_key.created_by, api_key.disabled and api_key.labels.<label name>'
   refused(t, 'fieldSelector', 'api_key.user == bob', `fieldSelector: unknown field "api_key.user" at position 0; ${fieldsAre}`)
   refused(t, 'fieldSelector', 'api_key.name == a && username == bob', `fieldSelector: unknown field "username" at position 21; ${fieldsAre}`)
   refused(t, 'fieldSelector', 'api_key.labels. == x', `fieldSelector: unknown field "api_key.labels." at position 0; ${fieldsAre}`)
@@ -179,6 +184,28 @@ t.test('each operator through both routes and both selectors', async t => {
   for (const [field, expected] of fieldsOnly) {
     const { res } = await listPage(f.app, ALL, { fieldSelector: field })
     t.strictSame(idsOf(res.json()), inKeyOrder(f, expected), `GET /apikeys fieldSelector ${field}`)
+  }
+})
+
+t.test('fieldSelector api_key.disabled through both routes: a key disabled by PATCH, one by POST, and one enabled again', async t => {
+  const f = await fixture(t)
+  const patch = async (id: string, body: unknown) => {
+    const ns = id.split('-')[0]
+    const res = await f.app.call({ method: 'PATCH', path: `/namespaces/${ns}/apikey/${f.names[id]}`, body, headers: { 'content-type': 'application/merge-patch+json' } })
+    t.equal(res.statusCode, 200, `PATCH ${id} ${JSON.stringify(body)}`, { body: res.body })
+  }
+  await patch('dev-web', { disabled: true })
+  await patch('prod-ops', { disabled: true })
+  await patch('prod-ops', { disabled: false })
+  await patch('dev-bob', { disabled: true })
+  await patch('dev-bob', { disabled: null })
+  const made = (await f.app.createKey('prod', { metadata: { labels: { id: 'prod-off' } }, disabled: true })).name
+  f.names['prod-off'] = made
+  const off = ['dev-web', 'prod-off']
+  const on = Object.keys(f.names).filter(id => !off.includes(id))
+  for (const [statement, expected] of [['api_key.disabled == true', off], ['api_key.disabled == false', on], ['api_key.disabled != true', on]] as Array<[string, string[]]>) {
+    t.strictSame(idsOf((await listPage(f.app, ALL, { fieldSelector: statement })).res.json()), inKeyOrder(f, expected), `GET /apikeys ${statement}`)
+    t.strictSame(idsOf((await listPage(f.app, 'prod', { fieldSelector: statement })).res.json()), inKeyOrder(f, expected.filter(id => id.startsWith('prod-'))), `GET prod ${statement}`)
   }
 })
 

@@ -28,7 +28,9 @@ export const ApiKey = Type.Object({
   filters: Type.Optional(Nullable(StringMap)),
   headers: Type.Optional(Nullable(StringMap)),
   expires_at: Type.Optional(Type.Integer({ description: 'Unix seconds; from then on the key no longer authenticates, and etcd removes it' })),
-  rotated_at: Type.Optional(Type.Integer({ description: 'Unix seconds: when the key last got a new secret (set by the server)' }))
+  rotated_at: Type.Optional(Type.Integer({ description: 'Unix seconds: when the key last got a new secret (set by the server)' })),
+  disabled: Type.Optional(Type.Boolean({ description: 'true: the key does not authenticate until this is false or removed; it is still listed, read, patched and deleted' })),
+  last_used_at: Type.Optional(Type.Integer({ description: 'Unix seconds, set by the server: when the key last authenticated (written at most once a minute per server); absent until first use' }))
 }, { ...Closed })
 export type ApiKey = Static<typeof ApiKey>
 
@@ -58,7 +60,9 @@ export const CreateApiKeyBody = Type.Object({
   filters: Type.Optional(Nullable(StringMap)),
   headers: Type.Optional(Nullable(StringMap)),
   expires_at: Type.Optional(Type.Integer({ description: 'Unix seconds, in the future; absent: the key never expires' })),
-  rotated_at: Type.Optional(Type.Integer({ description: 'ignored' }))
+  rotated_at: Type.Optional(Type.Integer({ description: 'ignored' })),
+  disabled: Type.Optional(Type.Boolean({ description: 'true: the key is made switched off (it does not authenticate)' })),
+  last_used_at: Type.Optional(Type.Integer({ description: 'ignored: the server sets it' }))
 }, { ...Closed })
 export type CreateApiKeyBody = Static<typeof CreateApiKeyBody>
 
@@ -83,7 +87,9 @@ export const PatchApiKeyBody = Type.Object({
   filters: Type.Optional(Nullable(PatchStringMap)),
   headers: Type.Optional(Nullable(PatchStringMap)),
   expires_at: Type.Optional(Nullable(Type.Integer({ description: 'Unix seconds, in the future; null: never expires' }))),
-  rotated_at: Type.Optional(Nullable(Type.Integer({ description: 'set by the server: may only repeat the current value' })))
+  rotated_at: Type.Optional(Nullable(Type.Integer({ description: 'set by the server: may only repeat the current value' }))),
+  disabled: Type.Optional(Nullable(Type.Boolean({ description: 'true switches the key off, false or null on again' }))),
+  last_used_at: Type.Optional(Nullable(Type.Integer({ description: 'set by the server: may only repeat the current value' })))
 }, { ...Closed })
 export type PatchApiKeyBody = Static<typeof PatchApiKeyBody>
 

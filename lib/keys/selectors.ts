@@ -15,7 +15,7 @@ export type SelectorKind = 'labelSelector' | 'fieldSelector'
 /** A longer statement is refused: a selector is a few clauses, not a document. */
 export const MAX_SELECTOR_LENGTH = 4096
 
-const FIELDS = ['api_key.name', 'api_key.namespace', 'api_key.username', 'api_key.created_by'] as const
+const FIELDS = ['api_key.name', 'api_key.namespace', 'api_key.username', 'api_key.created_by', 'api_key.disabled'] as const
 const LABEL_FIELD = 'api_key.labels.'
 
 type Operator = '==' | '!=' | 'in' | 'notin' | 'matches'
@@ -99,6 +99,8 @@ function reader (kind: SelectorKind, key: Token): Clause['read'] {
     case 'api_key.namespace': return apiKey => apiKey.metadata.namespace
     case 'api_key.username': return apiKey => apiKey.username
     case 'api_key.created_by': return apiKey => apiKey.metadata.created_by
+    // `true` or `false`: an absent field is false.
+    case 'api_key.disabled': return apiKey => String(apiKey.disabled === true)
   }
   if (name.startsWith(LABEL_FIELD) && name.length > LABEL_FIELD.length) {
     const labelName = name.slice(LABEL_FIELD.length)

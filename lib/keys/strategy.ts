@@ -33,13 +33,14 @@ export function mergePatch (target: unknown, patch: unknown): unknown {
   return result
 }
 
-/** Fields a patch may only repeat: they say what the key is, who made it and when. */
+/** Fields a patch may only repeat: they say what the key is, who made it and when, and when it was last used (the server's to set). */
 const immutableFields: Array<[string, (apiKey: ApiKey) => unknown]> = [
   ['metadata.name', apiKey => apiKey.metadata?.name],
   ['metadata.namespace', apiKey => apiKey.metadata?.namespace],
   ['metadata.created_by', apiKey => apiKey.metadata?.created_by],
   ['created_at', apiKey => apiKey.created_at],
-  ['rotated_at', apiKey => apiKey.rotated_at]
+  ['rotated_at', apiKey => apiKey.rotated_at],
+  ['last_used_at', apiKey => apiKey.last_used_at]
 ]
 
 /** A new expiry must lie in the future (and within etcd's longest lease). */
@@ -102,7 +103,8 @@ export function prepareForCreate (body: CreateApiKeyBody, context: CreateContext
     ...(body.sha512 !== undefined && { sha512: body.sha512 }),
     ...(body.filters !== undefined && { filters: body.filters }),
     ...(body.headers !== undefined && { headers: body.headers }),
-    ...(expiresAt !== undefined && { expires_at: expiresAt })
+    ...(expiresAt !== undefined && { expires_at: expiresAt }),
+    ...(body.disabled !== undefined && { disabled: body.disabled })
   }
   checkExpiry(apiKey.expires_at, now)
   checkSize(apiKey, context.maxKeyBytes)

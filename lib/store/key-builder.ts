@@ -15,6 +15,11 @@ export class EtcdKeys {
   /** `<root>/apikey-fences/`: per-username revocation fences (see ApiKeyStore.revokeAllOf). */
   readonly fences: string
   /**
+   * `<root>/apikey-usage/`: each key's last use (see usage.ts), apart from its record so that a
+   * use changes neither the record's revision (its ETag) nor anything that watches records.
+   */
+  readonly usageEntries: string
+  /**
    * `<root>/apikey`: every key above. The one prefix without a trailing `/`: it is watched whole,
    * never listed, and spares the watch the rest of a root shared with Sensu.
    */
@@ -26,6 +31,7 @@ export class EtcdKeys {
     this.digests = `${root}/apikey-digests/`
     this.idempotencyEntries = `${root}/apikey-idempotency/`
     this.fences = `${root}/apikey-fences/`
+    this.usageEntries = `${root}/apikey-usage/`
     this.plugin = `${root}/apikey`
   }
 
@@ -36,6 +42,22 @@ export class EtcdKeys {
 
   record (namespace: string, name: string): string {
     return `${this.namespace(namespace)}${name}`
+  }
+
+  /** `<root>/apikey-usage/<namespace>/<name>`: in the same order as the records, so a page's usage entries are one range. */
+  usage (namespace: string, name: string): string {
+    return `${this.usageEntries}${namespace}/${name}`
+  }
+
+  /** The usage entry of the record at `etcdKey` (a key under `records`). */
+  usageOfRecord (etcdKey: string): string {
+    return `${this.usageEntries}${this.relativeToRecords(etcdKey)}`
+  }
+
+  /** The record a usage entry belongs to. */
+  recordOfUsage (etcdKey: string): string {
+    if (!etcdKey.startsWith(this.usageEntries)) throw new Error(`key outside ${this.usageEntries}`)
+    return `${this.records}${etcdKey.slice(this.usageEntries.length)}`
   }
 
   digest (hexDigest: string): string {

@@ -1,12 +1,13 @@
 // Listing: pages of a namespace, the whole of one, and the count of a username's keys.
 import type { IKeyValue, IRangeResponse } from 'etcd3'
 import type { ApiKey } from '../keys/schemas.js'
-import { rangeEnd } from './key-builder.js'
+import { keyAfter, rangeEnd } from './key-builder.js'
 import { decodeContinueToken, encodeContinueToken } from './continue-token.js'
 import { scanBatches } from './scan.js'
 import type { Deadline } from './calls.js'
 import type { StoreCore } from './core.js'
 import { parseRecord, toApiKey, type StoredRecord } from './records.js'
+import { lastUseOf, withLastUse } from './usage.js'
 
 export interface ListOptions {
   deadline: Deadline
@@ -62,9 +63,30 @@ function storeBatches (store: StoreCore, start: string, end: Buffer, options: { 
   }, { start, end }, { limit: store.readBatch, revision: options.revision, pin: options.pin })
 }
 
+/** A key a list shows, with the etcd key and create revision of its record. */
+interface Shown {
+  apiKey: ApiKey
+  recordKey: string
+  createRevision: number
+}
+
+/**
+ * The keys with their last use: one range read of the usage entries from the first key's to the
+ * last one's (they sort as the records do), at the revision the records were read at.
+ */
+async function withLastUses (store: StoreCore, shown: Shown[], revision: number | undefined, deadline: Deadline): Promise<ApiKey[]> {
+  const first = shown[0]
+  const last = shown[shown.length - 1]
+  if (first === undefined || last === undefined) return []
+  const { keys } = store
+  const res = await store.range({ key: keys.usageOfRecord(first.recordKey), end: keyAfter(Buffer.from(keys.usageOfRecord(last.recordKey))), revision }, deadline)
+  const uses = new Map(res.kvs.map(kv => [keys.recordOfUsage(kv.key.toString('utf8')), kv]))
+  return shown.map(({ apiKey, recordKey, createRevision }) => withLastUse(apiKey, lastUseOf(uses.get(recordKey), createRevision)))
+}
+
 /** What a page read gathered so far. */
 interface PageScan {
-  items: ApiKey[]
+  items: Shown[]
   scanned: number
   lastKey: string
   lastShown: boolean
@@ -90,7 +112,7 @@ async function fillPage (store: StoreCore, scan: PageScan, range: { start: strin
       const record = parseRecord(kv)
       const apiKey = toApiKey(record)
       scan.lastShown = !await revoked(kv, record) && (!filter || await filter(apiKey))
-      if (scan.lastShown) scan.items.push(apiKey)
+      if (scan.lastShown) scan.items.push({ apiKey, recordKey: scan.lastKey, createRevision: Number(kv.create_revision) })
       if (scan.items.length === limit) {
         scan.more ||= i < res.kvs.length - 1
         break
@@ -112,7 +134,8 @@ export async function listPage (store: StoreCore, namespace: ListScope, options:
   const fromToken = revision !== undefined
   const scan: PageScan = { items: [], scanned: 0, lastKey: '', lastShown: false, more: false, revision }
   await fillPage(store, scan, { start, end, fromToken }, options)
-  const { items, lastKey } = scan
+  const items = await withLastUses(store, scan.items, scan.revision, options.deadline)
+  const { lastKey } = scan
   if (!scan.more) return { items }
   let next = lastKey + '\0'
   if (!scan.lastShown) {
@@ -147,12 +170,14 @@ export async function listAll (store: StoreCore, namespace: ListScope, options: 
   const revoked = store.revocationsAt(Number(first.value.header.revision), () => Date.now() + batchTimeout)
   return (async function * () {
     for (let batch: IteratorResult<IRangeResponse> = first; batch.done !== true; batch = await batches.next()) {
+      const shown: Shown[] = []
       for (const kv of batch.value.kvs) {
         const record = parseRecord(kv)
         if (await revoked(kv, record)) continue
         const apiKey = toApiKey(record)
-        if (!filter || await filter(apiKey)) yield apiKey
+        if (!filter || await filter(apiKey)) shown.push({ apiKey, recordKey: kv.key.toString('utf8'), createRevision: Number(kv.create_revision) })
       }
+      yield * await withLastUses(store, shown, Number(batch.value.header.revision), Date.now() + batchTimeout)
     }
   })()
 }

@@ -49,6 +49,8 @@ export interface StoredKey {
    * later revision revokes it (see revokeAllOf).
    */
   createRevision: number
+  /** The lease the record is on ('0': none), when it was read from etcd: a use is recorded on it. */
+  lease?: string
 }
 
 /** A record as read, with what etcd says of it and the revision it was read at. */
@@ -85,7 +87,7 @@ export function toApiKey (record: StoredRecord): ApiKey {
 }
 
 export function storedKey (record: ReadRecord): StoredKey {
-  return { apiKey: toApiKey(record.value), revision: record.revision, createRevision: record.createRevision }
+  return { apiKey: toApiKey(record.value), revision: record.revision, createRevision: record.createRevision, lease: record.lease }
 }
 
 /** A put on `lease`, or on none. */

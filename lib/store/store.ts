@@ -13,6 +13,7 @@ import { countKeysOf, listAll, listPage, type ListOptions, type ListPage, type L
 import { revokeAllOf } from './revoke.js'
 import type { RangeRequest, StoreCore } from './core.js'
 import { unobserved, type EtcdOperation, type StoreObserver } from './observer.js'
+import { UsageRecorder, lastUseOf, withLastUse, type UsageLog } from './usage.js'
 
 /**
  * Idempotency entries share a lease granted at most this often (as the Kubernetes API server
@@ -30,6 +31,8 @@ export interface StoreOptions {
   cache?: { callTimeout: number, log: CacheLog }
   /** Told of every etcd call, and of the keys created and revoked (the plugin's metrics). */
   observer?: StoreObserver
+  /** Record each key's last use (`last_used_at`, see usage.ts), written at most once an `interval` (ms) per key; absent, uses are not recorded. */
+  usage?: { interval: number, callTimeout: number, log: UsageLog }
 }
 
 /** What a digest leads to: a live key, or why there is none that verifies. */
@@ -57,6 +60,7 @@ export class ApiKeyStore implements StoreCore {
   /** Where reads are served from when it can (see cache/); absent, every read goes to etcd. */
   private readonly cache?: WatchCache
   private readonly observer: StoreObserver
+  private readonly usage?: UsageRecorder
 
   constructor (client: Etcd3, root: string, options: StoreOptions = {}) {
     this.client = client
@@ -69,8 +73,9 @@ export class ApiKeyStore implements StoreCore {
       const { callTimeout, log } = options.cache
       this.cache = new WatchCache(client, {
         range: request => this.rangeEtcd(request, Date.now() + callTimeout)
-      }, { prefix: this.keys.plugin, ranged: this.keys.records, readBatch: this.readBatch, log })
+      }, { prefix: this.keys.plugin, ranged: [this.keys.records, this.keys.usageEntries], readBatch: this.readBatch, log })
     }
+    if (options.usage !== undefined) this.usage = new UsageRecorder(this, options.usage)
   }
 
   /** What the cache is doing; null without one. */
@@ -83,8 +88,20 @@ export class ApiKeyStore implements StoreCore {
     this.cache?.start()
   }
 
-  close (): void {
+  /** Writes the pending uses (by `deadline` at the latest), and stops the cache. */
+  async close (deadline: Deadline): Promise<void> {
+    await this.usage?.close(deadline)
     this.cache?.close()
+  }
+
+  /** A key authenticated now: its last use is written within the usage interval, not on this path. */
+  recordUse (key: StoredKey): void {
+    this.usage?.used(key)
+  }
+
+  /** Writes the pending uses now; for tests and shutdown. */
+  async flushUses (): Promise<void> {
+    await this.usage?.flush()
   }
 
   /** One etcd call within the request's deadline, with retries (see callWithin); the observer times each attempt. */
@@ -133,10 +150,22 @@ export class ApiKeyStore implements StoreCore {
     await this.rangeEtcd({ key: this.keys.records, limit: 1 }, deadline)
   }
 
-  /** The key, or null when there is none or it was revoked. */
+  /** The key with its last use, or null when there is none or it was revoked. */
   async get (namespace: string, name: string, deadline: Deadline): Promise<StoredKey | null> {
-    const record = await this.getLiveRecord(this.keys.record(namespace, name), deadline)
-    return record && storedKey(record)
+    const record = await this.getRecord(this.keys.record(namespace, name), deadline)
+    if (record === null) return null
+    // Both at the record's revision: from the cache, two lookups.
+    const [revoked, lastUse] = await Promise.all([this.isRevoked(record, deadline), this.lastUse(record, deadline)])
+    if (revoked) return null
+    const stored = storedKey(record)
+    return { ...stored, apiKey: withLastUse(stored.apiKey, lastUse) }
+  }
+
+  /** The record's last use, as etcd was when the record was read; undefined before its first. */
+  async lastUse (record: ReadRecord, deadline: Deadline): Promise<number | undefined> {
+    const { namespace, name } = record.value.metadata
+    const res = await this.range({ key: this.keys.usage(namespace, name), revision: record.readAt }, deadline)
+    return lastUseOf(res.kvs[0], record.createRevision)
   }
 
   /** The record at `etcdKey`, now or at `revision`, revoked or not. */

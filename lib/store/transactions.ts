@@ -1,6 +1,6 @@
 // Create, update and delete: each one etcd transaction guarded by what was read before it.
 import { isDeepStrictEqual } from 'node:util'
-import { EtcdLeaseInvalidError, type Etcd3 } from 'etcd3'
+import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue } from 'etcd3'
 import { IDEMPOTENCY_TTL_SECONDS } from '../keys/idempotency.js'
 import type { ApiKey } from '../keys/schemas.js'
 import { EtcdKeys } from './key-builder.js'
@@ -9,6 +9,7 @@ import type { StoreCore } from './core.js'
 import {
   idempotencyEntriesOf, inGrace, parseRecord, storedKey, toApiKey, withLease, type ReadRecord, type StoredKey, type StoredRecord
 } from './records.js'
+import { lastUseOf, withLastUse } from './usage.js'
 import {
   CredentialRevokedError, EtcdUnavailableError, IdempotencyEntryExistsError, KeyExistsError, KeyNotFoundError, RevokedUsernameError
 } from './errors.js'
@@ -115,6 +116,12 @@ export async function createKey (store: StoreCore, apiKey: ApiKey, digest: strin
   }
 }
 
+/** A record's usage entry as read with it (see usage.ts): its etcd key, and what etcd held there. */
+interface UsageRead {
+  key: string
+  kv?: IKeyValue
+}
+
 /**
  * The lease for a previous digest's entry during a rotation's grace: the key's own when the key
  * ends first (they go together), else one that ends at `until`, the second the grace ends
@@ -130,12 +137,13 @@ export async function previousDigestLease (
 
 /**
  * One compare-and-swap of a record from `current` to `after`, guarded by its revision and by both
- * usernames' fences. An unchanged expiry keeps the lease; a changed one moves the record and its
- * digest entry to a new lease (or to none), and ends the key's Idempotency-Key entries, which
- * cannot follow; a previous digest still in its grace moves to a lease that ends with the grace
- * (or the key). Resolves with the written revision, or undefined when the guard failed.
+ * usernames' fences. An unchanged expiry keeps the lease; a changed one moves the record, its
+ * digest entry and its usage entry (guarded by its revision as read) to a new lease (or to none),
+ * and ends the key's Idempotency-Key entries, which cannot follow; a previous digest still in its
+ * grace moves to a lease that ends with the grace (or the key). Resolves with the written
+ * revision, or undefined when the guard failed.
  */
-async function swapRecord (store: StoreCore, recordKey: string, current: ReadRecord, after: StoredRecord, deadline: Deadline): Promise<number | undefined> {
+async function swapRecord (store: StoreCore, recordKey: string, current: ReadRecord, usage: UsageRead, after: StoredRecord, deadline: Deadline): Promise<number | undefined> {
   const { client, keys } = store
   const before = current.value
   const written = JSON.stringify(after)
@@ -147,20 +155,25 @@ async function swapRecord (store: StoreCore, recordKey: string, current: ReadRec
     : { digest: after.previous_sha256, ...await previousDigestLease(store, after.previous_until, { expiresAt: after.expires_at, lease }, deadline) }
   const { namespace, name } = before.metadata
   const target = EtcdKeys.digestTarget(namespace, name)
-  const res = await store.call('txn', deadline, callOptions => client
-    .if(recordKey, 'Mod', '==', current.revision)
-    .and(keys.fence(before.username), 'Mod', '<', current.createRevision)
-    .and(keys.fence(after.username), 'Mod', '<', current.createRevision)
-    .then(...keepLease
+  const res = await store.call('txn', deadline, callOptions => {
+    const txn = client
+      .if(recordKey, 'Mod', '==', current.revision)
+      .and(keys.fence(before.username), 'Mod', '<', current.createRevision)
+      .and(keys.fence(after.username), 'Mod', '<', current.createRevision)
+    // The usage entry must not stay on the old lease, which is revoked below: it moves too.
+    if (!keepLease) txn.and(usage.key, 'Mod', '==', Number(usage.kv?.mod_revision ?? 0))
+    return txn.then(...keepLease
       ? [client.put(recordKey).value(written).ignoreLease()]
       : [
           withLease(client.put(recordKey).value(written), lease),
           withLease(client.put(keys.digest(digest)).value(target), lease),
           ...previous === undefined ? [] : [withLease(client.put(keys.digest(previous.digest)).value(target), previous.lease)],
-          ...idempotencyEntriesOf(before).map(entryId => client.delete().key(keys.idempotency(entryId)))
+          ...idempotencyEntriesOf(before).map(entryId => client.delete().key(keys.idempotency(entryId))),
+          ...usage.kv === undefined ? [] : [withLease(client.put(usage.key).value(usage.kv.value), lease)]
         ])
-    .options(callOptions)
-    .commit())
+      .options(callOptions)
+      .commit()
+  })
   if (res.succeeded) {
     // The record and its digest entries moved off their old lease: nothing holds it any more.
     if (!keepLease) store.revokeLease(current.lease)
@@ -175,7 +188,7 @@ async function swapRecord (store: StoreCore, recordKey: string, current: ReadRec
  * The record `after` makes of the stored one: the resource, the digest, the previous digest while
  * its grace lasts, and the Idempotency-Key entries unless a changed expiry ends them (swapRecord).
  */
-function updatedRecord (stored: StoredRecord, after: ApiKey): StoredRecord {
+function updatedRecord (stored: StoredRecord, { last_used_at: _lastUse, ...after }: ApiKey): StoredRecord {
   const keepEntries = after.expires_at === stored.expires_at
   const previous = stored.previous_sha256
   return {
@@ -205,19 +218,29 @@ export async function updateKey (
     if (!current) throw new KeyNotFoundError(`apikey ${name} not found`)
     // A retried write that etcd applied before its answer was lost: what we wrote is there.
     if (written !== undefined && JSON.stringify(current.value) === written) return storedKey(current)
-    const before = toApiKey(current.value)
-    const after = await change(storedKey(current))
-    if (isDeepStrictEqual(after, before)) return storedKey(current)
+    // The change sees the key as a GET shows it, last use included (which a patch may only repeat).
+    const usage = await readUsage(store, recordKey, current, deadline)
+    const before = withLastUse(toApiKey(current.value), lastUseOf(usage.kv, current.createRevision))
+    const stored = { ...storedKey(current), apiKey: before }
+    const after = await change(stored)
+    if (isDeepStrictEqual(after, before)) return stored
     // A key older than its new username's revocation would be revoked the moment it got it.
     if (after.username !== before.username && current.createRevision < await store.fenceRevision(after.username, deadline)) {
       throw new RevokedUsernameError(after.username)
     }
     const record = updatedRecord(current.value, after)
     written = JSON.stringify(record)
-    const revision = await swapRecord(store, recordKey, current, record, deadline)
+    const revision = await swapRecord(store, recordKey, current, usage, record, deadline)
     if (revision !== undefined) return { apiKey: after, revision, createRevision: current.createRevision }
     if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
   }
+}
+
+/** The usage entry of a record, at the revision the record was read at. */
+async function readUsage (store: StoreCore, recordKey: string, current: ReadRecord, deadline: Deadline): Promise<UsageRead> {
+  const key = store.keys.usageOfRecord(recordKey)
+  const res = await store.range({ key, revision: current.readAt }, deadline)
+  return { key, kv: res.kvs[0] }
 }
 
 /**
@@ -241,9 +264,9 @@ export async function deleteKey (store: StoreCore, namespace: string, name: stri
 }
 
 /**
- * Deletes the record as read, with its digest entries (a previous one in a grace too) and
- * Idempotency-Key entries, unless it changed since; true when it did. Its lease, if any, holds
- * nothing any more and is revoked.
+ * Deletes the record as read, with its digest entries (a previous one in a grace too),
+ * Idempotency-Key entries and usage entry, unless it changed since; true when it did. Its lease,
+ * if any, holds nothing any more and is revoked.
  */
 export async function deleteRecord (store: StoreCore, recordKey: string, current: ReadRecord, deadline: Deadline): Promise<boolean> {
   const { client, keys } = store
@@ -254,7 +277,8 @@ export async function deleteRecord (store: StoreCore, recordKey: string, current
       client.delete().key(recordKey),
       client.delete().key(keys.digest(digest)),
       ...previous === undefined ? [] : [client.delete().key(keys.digest(previous))],
-      ...idempotencyEntriesOf(current.value).map(entryId => client.delete().key(keys.idempotency(entryId)))
+      ...idempotencyEntriesOf(current.value).map(entryId => client.delete().key(keys.idempotency(entryId))),
+      client.delete().key(keys.usageOfRecord(recordKey))
     )
     .options(options)
     .commit())

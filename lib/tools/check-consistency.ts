@@ -31,6 +31,7 @@ function describeOrphan (orphan: Orphan): string {
     case 'digest-past-grace': return `digest entry ${digest}: the old secret of ${show(orphan.target)}, whose rotation's grace is over, still indexed`
     case 'shared-digest': return `digest ${digest}: carried by ${(orphan.records ?? []).map(show).join(', ')}; delete all but one through the API, then repair again`
     case 'unreadable-record': return `record ${show(orphan.record)}: not a key's JSON with its key_sha256; correct or delete it with etcdctl`
+    case 'usage-without-record': return `usage entry of ${show(orphan.record)}: that key does not exist (deleted, or made again since); --repair deletes the entry`
   }
 }
 
@@ -56,12 +57,13 @@ function humanOutput (report: ConsistencyReport, repairs: Repair[] | undefined):
 }
 
 function jsonOutput (report: ConsistencyReport, repairs: Repair[] | undefined): string {
-  const { root, revision, records, digests, orphans } = report
+  const { root, revision, records, digests, usage, orphans } = report
   return JSON.stringify({
     root,
     revision,
     records,
     digests,
+    usage,
     consistent: orphans.length === 0,
     orphans: orphans.map((orphan, i) => ({
       kind: orphan.kind,

@@ -1,6 +1,6 @@
 // The consistency check of the key layout (`npm run check-consistency`): records whose digest
 // entry is missing or points elsewhere, digest entries whose record is missing or carries another
-// digest (a rotation's old digest is the record's during its grace). The plugin never makes them (a record and its entry change in one transaction); a hand
+// digest (a rotation's old digest is the record's during its grace), usage entries (last_used_at) whose key is gone. The plugin never makes them (a record and its entry change in one transaction); a hand
 // edit, a partial restore or a bug can.
 import { GRPCOutOfRangeError, type Etcd3, type IKeyValue, type IRangeResponse } from 'etcd3'
 import { EtcdKeys, rangeEnd } from '../store/key-builder.js'
@@ -29,6 +29,8 @@ export type OrphanKind =
   | 'shared-digest'
   /** A record that is not a key's JSON with its digest. Not repaired. */
   | 'unreadable-record'
+  /** A usage entry (last_used_at) whose record is missing, or is a later key of the same name. Repaired: the entry is deleted. */
+  | 'usage-without-record'
 
 /** One etcd key as the scan read it: a repair applies only if it is unchanged (revision 0: absent). */
 export interface ReadKey {
@@ -57,6 +59,8 @@ export interface ConsistencyReport {
   revision: number
   records: number
   digests: number
+  /** Usage entries (each key's last use) read. */
+  usage: number
   orphans: Orphan[]
 }
 
@@ -177,8 +181,35 @@ export async function checkConsistency (client: Etcd3, root: string, options: Co
       })
     })
   }
+  const usage = await checkUsage(keys, reader, options.digestBatch ?? 500, concurrency, orphans)
   orphans.sort((a, b) => (a.record ?? a.target ?? '').localeCompare(b.record ?? b.target ?? '') || a.digest.localeCompare(b.digest))
-  return { root, revision: reader.revision ?? 0, records, digests, orphans }
+  return { root, revision: reader.revision ?? 0, records, digests, usage, orphans }
+}
+
+/**
+ * Scans `<root>/apikey-usage/`: an entry whose record is missing, or was created after it (a later
+ * key of the same name), is an orphan (the plugin deletes an entry with its key and writes one only
+ * while its key exists). Resolves with how many entries it read.
+ */
+async function checkUsage (keys: EtcdKeys, reader: SnapshotReader, batchSize: number, concurrency: number, orphans: Orphan[]): Promise<number> {
+  let count = 0
+  for await (const batch of reader.batches(keys.usageEntries, batchSize)) {
+    count += batch.length
+    await inParallel(batch, concurrency, async kv => {
+      const usageKey = kv.key.toString('utf8')
+      const recordKey = keys.recordOfUsage(usageKey)
+      const record = await reader.get(recordKey)
+      if (record !== undefined && Number(record.create_revision) <= Number(kv.create_revision)) return
+      orphans.push({
+        kind: 'usage-without-record',
+        digest: '',
+        record: keys.relativeToRecords(recordKey),
+        fix: { delete: usageKey },
+        read: [{ key: usageKey, revision: Number(kv.mod_revision) }, { key: recordKey, revision: Number(record?.mod_revision ?? 0) }]
+      })
+    })
+  }
+  return count
 }
 
 /** The orphan of a digest that some record carries but whose entry does not point at it. */

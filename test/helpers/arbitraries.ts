@@ -157,7 +157,10 @@ function validCreateBody (ns: string) {
     sha512: anyString,
     filters: fc.option(stringMap),
     headers: fc.option(stringMap),
-    expires_at: futureExpiry
+    expires_at: futureExpiry,
+    // One key in eight is made disabled; last_used_at is ignored in a POST.
+    disabled: fc.integer({ min: 0, max: 7 }).map(n => n === 0),
+    last_used_at: fc.integer()
   }, { requiredKeys: [] }).map(body => {
     // Most keys never expire: expires_at on one body in eight.
     const { expires_at: expiresAt, ...rest } = body
@@ -172,6 +175,8 @@ const spoilers: Array<fc.Arbitrary<[string, unknown]>> = [
   fc.tuple(fc.constantFrom('created_at'), fc.oneof(fc.constant(1.5), fc.constant('1'), fc.constant(true), fc.constant([1]))),
   fc.tuple(fc.constantFrom('url', 'sha512'), notAString),
   fc.tuple(fc.constant('expires_at'), badExpiry),
+  fc.tuple(fc.constant('disabled'), fc.oneof(fc.constant('true'), fc.constant(1), fc.constant([]))),
+  fc.tuple(fc.constant('last_used_at'), fc.oneof(fc.constant(1.5), fc.constant('1'), fc.constant(true))),
   fc.tuple(fc.constantFrom('filters', 'headers'), fc.oneof(spoiledMap, fc.constant('x'), fc.constant([]), fc.constant(1))),
   fc.tuple(fc.constant('metadata'), fc.oneof(
     fc.constant(null), fc.constant('x'), fc.constant([]),
@@ -264,7 +269,8 @@ export const patchBody: fc.Arbitrary<BodyPlan> = (() => {
     sha512: fc.option(anyString),
     filters: fc.option(nullableMap),
     headers: fc.option(nullableMap),
-    expires_at: fc.oneof({ weight: 1, arbitrary: futureExpiry }, { weight: 2, arbitrary: fc.constant(null) })
+    expires_at: fc.oneof({ weight: 1, arbitrary: futureExpiry }, { weight: 2, arbitrary: fc.constant(null) }),
+    disabled: fc.option(fc.boolean())
   }, { requiredKeys: [] })
   // What a merge patch may not do: change an immutable field, remove the metadata or the username.
   const immutable = fc.oneof(
@@ -272,6 +278,7 @@ export const patchBody: fc.Arbitrary<BodyPlan> = (() => {
     fc.record({ metadata: fc.record({ namespace: fc.oneof(anyString, fc.constant(null)) }) }),
     fc.record({ metadata: fc.record({ created_by: fc.oneof(anyString, fc.constant(null)) }) }),
     fc.record({ created_at: fc.oneof(fc.integer(), fc.constant(null)) }),
+    fc.record({ last_used_at: fc.integer() }),
     fc.constantFrom({ metadata: null }, { username: null })
   )
   return fc.oneof(

@@ -119,6 +119,7 @@ export function callerOf (header: string | undefined, model: Model): Caller | nu
   const [, scheme, credentials] = match
   if (scheme.toLowerCase() === 'bearer' && credentials === ADMIN_TOKEN) return { username: 'admin', admin: true }
   const key = scheme.toLowerCase() === 'key' ? model.bySecret(credentials) : undefined
-  if (key === undefined) return null
+  // A disabled key authenticates nowhere (SPEC: Lifecycle).
+  if (key === undefined || key.record.disabled === true) return null
   return { username: key.record.username, admin: key.record.username === 'admin', ...(key.record.expires_at !== undefined && { expiresAt: key.record.expires_at }) }
 }

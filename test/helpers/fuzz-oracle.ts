@@ -37,9 +37,10 @@ function hasPrototypeKeys (value: unknown): boolean {
 }
 
 /** The fields of the resource (and of a POST or PATCH body). */
-const FIELDS = ['metadata', 'username', 'created_at', 'url', 'sha512', 'filters', 'headers', 'expires_at', 'rotated_at']
+const FIELDS = ['metadata', 'username', 'created_at', 'url', 'sha512', 'filters', 'headers', 'expires_at', 'rotated_at', 'disabled', 'last_used_at']
 /** SPEC.md "Lifecycle": the longest grace of a rotation. */
 const MAX_GRACE_SECONDS = 604800
+const isBoolean = (v: unknown) => typeof v === 'boolean'
 
 /** SPEC.md "The resource", for a POST body. */
 function createBodyIsValid (b: unknown): boolean {
@@ -55,7 +56,7 @@ function createBodyIsValid (b: unknown): boolean {
   return optional(b, 'username', isUsername) && optional(b, 'created_at', Number.isInteger) &&
     optional(b, 'url', v => typeof v === 'string') && optional(b, 'sha512', v => typeof v === 'string') &&
     optional(b, 'filters', v => v === null || isStringMap(v)) && optional(b, 'headers', v => v === null || isStringMap(v)) &&
-    optional(b, 'expires_at', Number.isInteger) && optional(b, 'rotated_at', Number.isInteger)
+    optional(b, 'expires_at', Number.isInteger) && optional(b, 'rotated_at', Number.isInteger) && optional(b, 'disabled', isBoolean) && optional(b, 'last_used_at', Number.isInteger)
 }
 
 /** expires_at, when set or changed, lies in the future and within etcd's longest lease. */
@@ -77,7 +78,8 @@ function patchBodyIsValid (p: unknown): boolean {
   return optional(p, 'username', v => v === null || isUsername(v)) && optional(p, 'created_at', v => v === null || Number.isInteger(v)) &&
     optional(p, 'url', strOrNull) && optional(p, 'sha512', strOrNull) &&
     optional(p, 'filters', v => v === null || isPatchMap(v)) && optional(p, 'headers', v => v === null || isPatchMap(v)) &&
-    optional(p, 'expires_at', v => v === null || Number.isInteger(v)) && optional(p, 'rotated_at', v => v === null || Number.isInteger(v))
+    optional(p, 'expires_at', v => v === null || Number.isInteger(v)) && optional(p, 'rotated_at', v => v === null || Number.isInteger(v)) &&
+    optional(p, 'disabled', v => v === null || isBoolean(v)) && optional(p, 'last_used_at', v => v === null || Number.isInteger(v))
 }
 
 /** A stored key as SPEC.md's resource describes it. */
@@ -90,7 +92,7 @@ function keyIsValid (k: unknown): boolean {
   return isUsername(k.username) && Number.isInteger(k.created_at) &&
     optional(k, 'url', v => typeof v === 'string') && optional(k, 'sha512', v => typeof v === 'string') &&
     optional(k, 'filters', v => v === null || isStringMap(v)) && optional(k, 'headers', v => v === null || isStringMap(v)) &&
-    optional(k, 'expires_at', Number.isInteger) && optional(k, 'rotated_at', Number.isInteger)
+    optional(k, 'expires_at', Number.isInteger) && optional(k, 'rotated_at', Number.isInteger) && optional(k, 'disabled', isBoolean) && optional(k, 'last_used_at', Number.isInteger)
 }
 
 /** RFC 7396. */
@@ -368,6 +370,8 @@ function predictCreate (ns: string, body: unknown, payload: string, caller: Call
       ...(own(b, 'filters') && { filters: b.filters }),
       ...(own(b, 'headers') && { headers: b.headers }),
       ...(expiresAt !== undefined && { expires_at: expiresAt }),
+      // last_used_at in a body is ignored, as created_at is.
+      ...(own(b, 'disabled') && { disabled: b.disabled }),
       key: created.key
     }
     if (!isDeepStrictEqual(created, expected)) return `POST answered ${answer.body.slice(0, 400)}; SPEC.md says ${JSON.stringify(expected).slice(0, 400)}`
@@ -468,7 +472,9 @@ function predictPatch (key: ModelKey | undefined, visible: boolean, body: unknow
   const after = mergePatch(before, body) as Json
   const immutable = [
     after.metadata?.name === before.metadata.name, after.metadata?.namespace === before.metadata.namespace,
-    after.metadata?.created_by === before.metadata.created_by, after.created_at === before.created_at, after.rotated_at === before.rotated_at
+    after.metadata?.created_by === before.metadata.created_by, after.created_at === before.created_at, after.rotated_at === before.rotated_at,
+    // Set by the server only: the run's interval is longer than the run, so the model's keys have none.
+    after.last_used_at === before.last_used_at
   ]
   if (immutable.includes(false)) return p([400], 'a change of an immutable field')
   if (!keyIsValid(after)) return p([400], 'the patched key is not a valid key')

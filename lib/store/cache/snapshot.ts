@@ -17,7 +17,7 @@ const BTree = sortedBtree.default
 export class Snapshot {
   private readonly entries = new Map<string, Entry>()
   /**
-   * Every cached key under `ranged`, in etcd's (byte) order (keys are held as latin1 strings, whose
+   * Every cached key under one of `ranged`, in etcd's (byte) order (keys are held as latin1 strings, whose
    * order is their bytes'). A B+ tree: 100,000 keys arriving through the watch must not cost an
    * array splice each. Digest and idempotency entries are only read one by one: not in it.
    */
@@ -26,7 +26,7 @@ export class Snapshot {
   revision = 0
   private readonly waiters = new Set<{ revision: number, resolve: (reached: boolean) => void }>()
 
-  constructor (private readonly ranged: string) {}
+  constructor (private readonly ranged: string[]) {}
 
   get size (): number {
     return this.entries.size
@@ -40,7 +40,7 @@ export class Snapshot {
   /** Puts or removes a key as etcd gave it (latin1 names, as the cache keeps them). */
   put (kv: IKeyValue): void {
     const key = kv.key.toString('latin1')
-    if (!this.entries.has(key) && key.startsWith(this.ranged)) this.sorted.set(key, undefined)
+    if (!this.entries.has(key) && this.ranged.some(prefix => key.startsWith(prefix))) this.sorted.set(key, undefined)
     this.entries.set(key, entryOf(kv))
   }
 

@@ -55,8 +55,8 @@ export interface CacheSource {
 export type CacheLog = ReflectorOptions['log']
 
 export interface WatchCacheOptions extends ReflectorOptions {
-  /** The part of `prefix` that is read in ranges (the records); the rest only by single key. */
-  ranged: string
+  /** The parts of `prefix` that are read in ranges (the records, the usage entries); the rest only by single key. */
+  ranged: string[]
 }
 
 /** Keys the cache serves: ASCII, where JavaScript's string order is etcd's byte order. */
@@ -67,12 +67,12 @@ export class WatchCache {
   private readonly reflector: Reflector
   private readonly current: Coalescer<Current>
   private readonly counts = { cache: 0, etcd: 0 }
-  /** The end of the ranged keys, as a latin1 string. */
-  private readonly rangedEnd: string
+  /** Each ranged prefix with its range's end, as a latin1 string. */
+  private readonly rangedParts: Array<{ prefix: string, end: string }>
 
   /** `client` carries the watch; `source` makes the other calls. */
   constructor (client: Etcd3, source: CacheSource, private readonly options: WatchCacheOptions) {
-    this.rangedEnd = rangeEnd(options.ranged).toString('latin1')
+    this.rangedParts = options.ranged.map(prefix => ({ prefix, end: rangeEnd(prefix).toString('latin1') }))
     this.snapshot = new Snapshot(options.ranged)
     const prefix = Buffer.from(options.prefix)
     // A linearizable read of one key (the prefix itself, which no key is): its header is etcd's current revision.
@@ -102,8 +102,7 @@ export class WatchCache {
    */
   async range (request: CacheRange, deadline: Deadline): Promise<IRangeResponse | undefined> {
     const end = request.end?.toString('latin1')
-    const { ranged } = this.options
-    const inRange = end === undefined || (request.key.startsWith(ranged) && isAscii(end) && end <= this.rangedEnd)
+    const inRange = end === undefined || (isAscii(end) && this.rangedParts.some(part => request.key.startsWith(part.prefix) && end <= part.end))
     const servable = this.reflector.live && isAscii(request.key) && inRange &&
       (request.revision === undefined ? await this.catchUp(deadline) : request.revision === this.snapshot.revision)
     if (!servable) {
