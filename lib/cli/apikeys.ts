@@ -3,12 +3,11 @@
 // exit code a script can act on (lib/cli/errors.ts), never a stack trace.
 import { CommanderError } from 'commander'
 import { CliError, EXIT } from './errors.js'
-import { colourWanted } from './output.js'
+import { colourWanted, styled } from './output.js'
 import { buildProgram } from './program.js'
-import { styleText } from 'node:util'
 
 function printError (message: string): void {
-  const label = colourWanted(process.stderr) ? styleText('red', 'Error:') : 'Error:'
+  const label = colourWanted(process.stderr) ? styled('red', 'Error:') : 'Error:'
   process.stderr.write(`${label} ${message}\n`)
 }
 

@@ -22,7 +22,7 @@ function entriesOf (program: Command): { global: Flag[], commands: Entry[] } {
   const commands = program.commands.map(command => ({
     name: command.name(),
     description: command.description(),
-    flags: [...command.options.map(flagOf), ...global],
+    flags: [...command.options.map(flagOf), ...global.filter(flag => flag.name !== '--version')],
     choices: command.registeredArguments[0]?.argChoices ?? []
   }))
   return { global, commands }

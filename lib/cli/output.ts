@@ -1,9 +1,19 @@
 // Where the command line writes: a stream written with its backpressure respected (a list of
 // 100,000 keys piped into a slow reader holds one page in memory), and colour only for a person.
 import { once } from 'node:events'
-import { styleText } from 'node:util'
+import { inspect } from 'node:util'
 
-type Style = Parameters<typeof styleText>[0]
+/** A style of util.inspect.colors: bold, red... */
+export type Style = 'bold' | 'red'
+
+/**
+ * `text` between the style's escape codes. (Not util.styleText: from Node 20.18 on it asks the
+ * stream's colour depth again, which TERM decides, after NO_COLOR and the terminal have been.)
+ */
+export function styled (style: Style, text: string): string {
+  const [open, close] = inspect.colors[style] ?? [0, 0]
+  return `\x1b[${open}m${text}\x1b[${close}m`
+}
 
 export interface Output {
   /** Whether colours go into this stream. */
@@ -28,6 +38,6 @@ export function outputTo (stream: NodeJS.WritableStream & { isTTY?: boolean }, e
     async write (text) {
       if (!stream.write(text)) await once(stream, 'drain')
     },
-    style: (style, text) => colour ? styleText(style, text) : text
+    style: (style, text) => colour ? styled(style, text) : text
   }
 }
