@@ -29,6 +29,9 @@ export default [
           { target: './lib/keys', from: ['./lib/http', './lib/store', './lib/index.ts', './lib/options.ts', './lib/metrics.ts', './lib/server', './lib/tools'], message: 'the key rules are plain functions: no HTTP, no store' },
           { target: './lib/http', from: ['./lib/index.ts', './lib/options.ts', './lib/metrics.ts', './lib/server', './lib/tools'], message: 'the HTTP layer takes what it needs as options (RoutesOptions), not from the plugin entry or the server' },
           { target: './lib/tools', from: ['./lib/index.ts', './lib/http', './lib/server/server.ts', './lib/server/cli.ts'], message: 'the offline tools do not load the plugin: use lib/store and lib/server/etcd-client.ts' },
+          { target: './lib/cli', from: ['./lib/store', './lib/http', './lib/index.ts', './lib/options.ts', './lib/metrics.ts', './lib/server', './lib/tools'], message: 'the command line is a client of the HTTP API: it talks to the server over HTTP, never to the store, the plugin or the server\'s code' },
+          { target: './lib/cli', from: './lib/keys', except: ['./schemas.ts'], message: 'the command line takes only the key types (lib/keys/schemas.ts) from the key rules: the server applies the rules' },
+          { target: ['./lib/store', './lib/keys', './lib/http', './lib/server', './lib/tools', './lib/index.ts', './lib/options.ts', './lib/metrics.ts'], from: './lib/cli', message: 'the plugin and the server do not depend on the command line' },
           { target: './lib', from: ['./test', './bench', './dev', './examples'], message: 'lib/ is the package: it imports nothing of the tests, the bench or the examples' },
           { target: './bench', from: './test', message: 'the bench does not import the tests: shared process helpers live in dev/' }
         ]
@@ -51,6 +54,16 @@ export default [
     rules: {
       'no-restricted-imports': ['error', packages([...FASTIFY, 'etcd3'], 'the key rules use neither Fastify nor etcd3')],
       'layers/no-transitive-packages': ['error', [...FASTIFY, 'etcd3']]
+    }
+  },
+  {
+    // The command line reaches the server over HTTP only, and takes the key schemas' types, never
+    // their values (so it loads no TypeBox).
+    files: ['lib/cli/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', packages([...FASTIFY, 'etcd3'], 'the command line is an HTTP client: use fetch (lib/cli/client.ts)')],
+      'layers/no-transitive-packages': ['error', [...FASTIFY, 'etcd3']],
+      '@typescript-eslint/no-restricted-imports': ['error', { patterns: [{ group: ['**/keys/schemas.js'], allowTypeImports: true, message: 'import only types from the key schemas (import type ...)' }] }]
     }
   },
   {
