@@ -24,6 +24,9 @@ export const MAX_BATCH_BYTES = 1024 * 1024
  */
 export const MAX_IN_FLIGHT = 1
 
+/** Why a create that waited for its batch got a 503: for the log line of that 503. */
+export const NOT_SENT = 'etcd did not finish the creates before this one in time, so this create was not sent (nothing was written); etcd is slow or unavailable'
+
 /** Bytes counted for each operation and compare beside its key and value. */
 const OP_OVERHEAD_BYTES = 16
 
@@ -62,6 +65,10 @@ interface Member {
   alone: boolean
   /** Its request got its answer (a deadline passed): it must not be sent any more. */
   abandoned: boolean
+  /** It was not sent when it arrived: it waited for a batch in flight. */
+  waited: boolean
+  /** It was in a batch sent to etcd: etcd may have made its key, whatever the batch's answer. */
+  sent: boolean
   resolve: (result: GroupedResult) => void
   reject: (err: unknown) => void
 }
@@ -113,7 +120,8 @@ export function takeBatch<T extends Pick<Member, 'ops' | 'bytes' | 'alone'> & { 
  * transaction of the batch's, with its own compares and its own success and failure operations:
  * its outcome is its own. A batch is sent within its earliest deadline, with the store's retries
  * (each create is guarded by "absent", and a retried create that finds its own write counts it as
- * made). A request whose deadline passes before its batch is sent gets its 503 and is never sent.
+ * made). A create that waited and whose deadline is too near when its batch is taken gets its 503
+ * and is never sent; one whose deadline passes while it is queued, the same.
  */
 export class GroupCommit {
   private queue: Member[] = []
@@ -125,16 +133,17 @@ export class GroupCommit {
   async commit (txn: GroupedTxn, deadline: Deadline): Promise<GroupedResult> {
     let member!: Member
     const result = new Promise<GroupedResult>((resolve, reject) => {
-      member = { txn, deadline, ...sizeOf(txn.request), alone: false, abandoned: false, resolve, reject }
+      member = { txn, deadline, ...sizeOf(txn.request), alone: false, abandoned: false, waited: false, sent: false, resolve, reject }
     })
     this.queue.push(member)
     this.pump()
+    member.waited = true
     try {
       return await settleBy(deadline, result)
     } catch (err) {
       // Still queued: it is dropped when its batch is taken. Already sent: its batch's call ends by this deadline too.
       member.abandoned = true
-      throw err
+      throw member.sent || !(err instanceof EtcdUnavailableError) ? err : new EtcdUnavailableError(NOT_SENT)
     }
   }
 
@@ -143,8 +152,10 @@ export class GroupCommit {
       const now = Date.now()
       const live = this.queue.filter(member => {
         if (member.abandoned) return false
-        if (member.deadline > now) return true
-        member.reject(new EtcdUnavailableError('request deadline exceeded'))
+        // One that waited is sent only with time for an attempt (as a retry is, see callWithin):
+        // else its 503 could not tell whether etcd made the key. Unsent, it made nothing.
+        if (member.deadline - now >= (member.waited ? MIN_ATTEMPT : 0)) return true
+        member.reject(new EtcdUnavailableError(NOT_SENT))
         return false
       })
       const { batch, rest } = takeBatch(live, this.limits)
@@ -160,11 +171,12 @@ export class GroupCommit {
 
   private async sendBatch (batch: Member[]): Promise<void> {
     const deadline = Math.min(...batch.map(member => member.deadline))
+    for (const member of batch) member.sent = true
     let res: ITxnResponse
     try {
       res = await this.send({ compare: [], success: batch.map(member => ({ request_txn: member.txn.request })), failure: [] }, deadline)
     } catch (err) {
-      this.failed(batch, err)
+      this.failed(batch, err, deadline)
       return
     }
     const revision = Number(res.header.revision)
@@ -178,18 +190,19 @@ export class GroupCommit {
   /**
    * A batch failed as a whole. etcd refused it (one create's lease is gone, a limit lower than
    * etcd's defaults): each of its creates goes again in a batch of its own, so that one create's
-   * fault is its alone. etcd did not answer within the batch's deadline: those with time left go
-   * again (etcd may have applied the batch; each create then finds its own write), the others
-   * get the error.
+   * fault is its alone. etcd did not answer by the batch's deadline (the earliest of its
+   * creates'): those with a later one go again (etcd may have applied the batch; each create then
+   * finds its own write), the others get the error.
    */
-  private failed (batch: Member[], err: unknown): void {
+  private failed (batch: Member[], err: unknown, deadline: Deadline): void {
     const split = batch.length > 1 && !(err instanceof EtcdUnavailableError)
     const again: Member[] = []
     for (const member of batch) {
       if (split) {
         member.alone = true
         again.push(member)
-      } else if (err instanceof EtcdUnavailableError && !member.abandoned && member.deadline - Date.now() >= MIN_ATTEMPT) {
+      } else if (err instanceof EtcdUnavailableError && !member.abandoned && member.deadline > deadline) {
+        // Time the batch's call did not have: its create goes again (pump() checks that it is enough).
         again.push(member)
       } else {
         member.reject(err)
