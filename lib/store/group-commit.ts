@@ -188,16 +188,18 @@ export class GroupCommit {
   private async sendBatch (batch: Member[]): Promise<void> {
     const deadline = Math.min(...batch.map(member => member.deadline))
     for (const member of batch) member.sent = true
+    // A batch of one is its create's own transaction, as without group commit.
+    const alone = batch.length === 1
     let res: ITxnResponse
     try {
-      res = await this.send(batchTxn(batch.map(member => member.txn)), deadline)
+      res = await this.send(alone ? batch[0].txn.request : batchTxn(batch.map(member => member.txn)), deadline)
     } catch (err) {
       this.failed(batch, err, deadline)
       return
     }
     const revision = Number(res.header.revision)
     batch.forEach((member, i) => {
-      const nested = res.responses[i]?.response_txn
+      const nested = alone ? res : res.responses[i]?.response_txn
       if (nested === undefined) member.reject(new Error('etcd answered a batch of creates without the outcome of each'))
       else member.resolve({ succeeded: nested.succeeded, responses: nested.responses, revision })
     })
