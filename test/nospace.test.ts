@@ -112,6 +112,10 @@ t.test('out of space: writes are a 503 that says so, reads go on, /ready names t
   t.same(await api.snapshot(), before, 'etcd holds no new key')
   const outOfSpace = api.logs().filter(line => line.level === 50 && /etcd is out of space/.test(line.msg))
   t.equal(outOfSpace.length, 3, 'each refused write logged at error level, for the operator')
+  // Creates that arrive together share one etcd transaction (group commit): etcd refuses it too.
+  const burst = await Promise.all(Array.from({ length: 10 }, async () => await api.call({ method: 'POST', path: '/namespaces/default/apikey', body: {} })))
+  t.same(burst.map(res => res.statusCode), burst.map(() => 503), 'ten creates at once: each a 503')
+  t.same(await api.snapshot(), before, 'and etcd holds no new key')
 
   // Revoking goes on: etcd takes deletes when out of space (they are how space comes back).
   t.equal((await api.call({ method: 'DELETE', path: `/namespaces/default/apikey/${mine.name}` })).statusCode, 204, 'DELETE of a key: 204')

@@ -12,7 +12,7 @@ import { EtcdNoSpaceError, EtcdUnavailableError, FutureRevisionError, RevisionCo
 export type Deadline = number
 
 /** A retry gets at least this many milliseconds, or is not made. */
-const MIN_ATTEMPT = 100
+export const MIN_ATTEMPT = 100
 /** The pause between two attempts of one call. */
 const RETRY_PAUSE = 50
 /** The pause before trying again when every member's circuit is open. */

@@ -3,6 +3,7 @@ import type { EtcdKeys } from './key-builder.js'
 import type { Deadline } from './calls.js'
 import type { EtcdOperation } from './observer.js'
 import type { ReadRecord, StoredRecord } from './records.js'
+import type { GroupedResult, GroupedTxn } from './group-commit.js'
 
 /** A range read as the store makes it: keys are strings, as the key builder makes them. */
 export interface RangeRequest {
@@ -23,6 +24,8 @@ export interface StoreCore {
   readonly keys: EtcdKeys
   readonly readBatch: number
   call<T>(operation: EtcdOperation, deadline: Deadline, call: (options: { deadline: Date }) => Promise<T>): Promise<T>
+  /** A create's transaction, in the next batch of creates (see group-commit.ts). */
+  commitCreate(txn: GroupedTxn, deadline: Deadline): Promise<GroupedResult>
   range(request: RangeRequest, deadline: Deadline): Promise<IRangeResponse>
   getRecord(etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null>
   getLiveRecord(etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null>

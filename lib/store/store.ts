@@ -14,6 +14,7 @@ import { revokeAllOf } from './revoke.js'
 import type { RangeRequest, StoreCore } from './core.js'
 import { unobserved, type EtcdOperation, type StoreObserver } from './observer.js'
 import { UsageRecorder, lastUseOf, withLastUse, type UsageLog } from './usage.js'
+import { GroupCommit, type GroupedResult, type GroupedTxn } from './group-commit.js'
 
 /**
  * Idempotency entries share a lease granted at most this often (as the Kubernetes API server
@@ -61,6 +62,8 @@ export class ApiKeyStore implements StoreCore {
   private readonly cache?: WatchCache
   private readonly observer: StoreObserver
   private readonly usage?: UsageRecorder
+  /** Creates that arrive together share one etcd transaction. */
+  private readonly creates: GroupCommit
 
   constructor (client: Etcd3, root: string, options: StoreOptions = {}) {
     this.client = client
@@ -69,6 +72,7 @@ export class ApiKeyStore implements StoreCore {
     this.maxKeyBytes = options.maxKeyBytes ?? maxKeyBytes(64 * 1024)
     this.readBatch = readBatchFor(this.maxKeyBytes, options.receiveBytes)
     this.observer = options.observer ?? unobserved
+    this.creates = new GroupCommit((request, deadline) => this.call('txn', deadline, callOptions => this.client.kv.txn(request, callOptions)))
     if (options.cache !== undefined) {
       const { callTimeout, log } = options.cache
       this.cache = new WatchCache(client, {
@@ -107,6 +111,10 @@ export class ApiKeyStore implements StoreCore {
   /** One etcd call within the request's deadline, with retries (see callWithin); the observer times each attempt. */
   call<T> (operation: EtcdOperation, deadline: Deadline, call: (options: { deadline: Date }) => Promise<T>): Promise<T> {
     return callWithin(deadline, this.attemptTimeout, call, (seconds, failed) => this.observer.etcdCall(operation, seconds, failed))
+  }
+
+  commitCreate (txn: GroupedTxn, deadline: Deadline): Promise<GroupedResult> {
+    return this.creates.commit(txn, deadline)
   }
 
   /**

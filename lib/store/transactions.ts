@@ -1,11 +1,12 @@
 // Create, update and delete: each one etcd transaction guarded by what was read before it.
 import { isDeepStrictEqual } from 'node:util'
-import { EtcdLeaseInvalidError, type Etcd3, type IKeyValue } from 'etcd3'
+import { CompareResult, CompareTarget, EtcdLeaseInvalidError, type ICompare, type IKeyValue, type IRequestOp } from 'etcd3'
 import { IDEMPOTENCY_TTL_SECONDS } from '../keys/idempotency.js'
 import type { ApiKey } from '../keys/schemas.js'
 import { EtcdKeys } from './key-builder.js'
 import type { Deadline } from './calls.js'
 import type { StoreCore } from './core.js'
+import type { GroupedTxn } from './group-commit.js'
 import {
   idempotencyEntriesOf, inGrace, parseRecord, storedKey, toApiKey, withLease, type ReadRecord, type StoredKey, type StoredRecord
 } from './records.js'
@@ -37,24 +38,34 @@ interface CreateTargets {
   minter?: { recordKey: string, fenceKey: string, createRevision: number }
 }
 
-/** The create's transaction: every put guarded by "absent", and reads of what was in the way. */
-function createTxn (client: Etcd3, targets: CreateTargets, puts: { record: string, digestTarget: string, entry?: string }, leases: { key?: string, entry?: string }) {
+const absent = (key: string): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 })
+const range = (key: string): IRequestOp => ({ request_range: { key: Buffer.from(key) } })
+const put = (key: string, value: string, lease: string | undefined): IRequestOp =>
+  ({ request_put: { key: Buffer.from(key), value: Buffer.from(value), ...(lease !== undefined && { lease }) } })
+
+/**
+ * The create's transaction: every put guarded by "absent", and reads of what was in the way.
+ * Built as etcd's request, not with the client's builder: group commit sends it nested in a batch's.
+ */
+function createTxn (targets: CreateTargets, puts: { record: string, digestTarget: string, entry?: string }, leases: { key?: string, entry?: string }): GroupedTxn {
   const { recordKey, digestKey, entryKey, minter } = targets
-  const txn = client.if(recordKey, 'Create', '==', 0).and(digestKey, 'Create', '==', 0)
-  const ops = [
-    withLease(client.put(recordKey).value(puts.record), leases.key),
-    withLease(client.put(digestKey).value(puts.digestTarget), leases.key)
-  ]
-  const reads = [client.get(recordKey)]
+  const compare = [absent(recordKey), absent(digestKey)]
+  const success = [put(recordKey, puts.record, leases.key), put(digestKey, puts.digestTarget, leases.key)]
+  const failure = [range(recordKey)]
+  const written = [recordKey, digestKey]
   if (entryKey !== undefined && puts.entry !== undefined) {
-    txn.and(entryKey, 'Create', '==', 0)
-    ops.push(withLease(client.put(entryKey).value(puts.entry), leases.entry))
-    reads.push(client.get(entryKey))
+    compare.push(absent(entryKey))
+    success.push(put(entryKey, puts.entry, leases.entry))
+    failure.push(range(entryKey))
+    written.push(entryKey)
   }
   if (minter !== undefined) {
-    txn.and(minter.recordKey, 'Create', '==', minter.createRevision).and(minter.fenceKey, 'Mod', '<', minter.createRevision)
+    compare.push(
+      { key: Buffer.from(minter.recordKey), target: CompareTarget.Create, result: CompareResult.Equal, create_revision: minter.createRevision },
+      { key: Buffer.from(minter.fenceKey), target: CompareTarget.Mod, result: CompareResult.Less, mod_revision: minter.createRevision }
+    )
   }
-  return txn.then(...ops).else(...reads)
+  return { request: { compare, success, failure }, puts: written }
 }
 
 /**
@@ -65,11 +76,12 @@ function createTxn (client: Etcd3, targets: CreateTargets, puts: { record: strin
  * and IdempotencyEntryExistsError carries the entry. With `minter`, the API key the request
  * authenticated with, the transaction is also guarded by "that key still exists and no
  * revocation fence of its username came after it": a leaked key cannot mint past a revoke-all
- * (CredentialRevokedError).
+ * (CredentialRevokedError). The transaction goes through group commit (group-commit.ts): it may
+ * share an etcd transaction with other creates, its guards and its outcome its own.
  */
 export async function createKey (store: StoreCore, apiKey: ApiKey, digest: string, deadline: Deadline, options: CreateOptions = {}): Promise<StoredKey> {
   const { idempotency, minter } = options
-  const { keys, client } = store
+  const { keys } = store
   const { namespace, name } = apiKey.metadata
   const targets: CreateTargets = {
     recordKey: keys.record(namespace, name),
@@ -87,7 +99,7 @@ export async function createKey (store: StoreCore, apiKey: ApiKey, digest: strin
       : await store.leaseForIdempotency(deadline))
     let res
     try {
-      res = await store.call('txn', deadline, callOptions => createTxn(client, targets, puts, { key: lease, entry: entryLease }).options(callOptions).commit())
+      res = await store.commitCreate(createTxn(targets, puts, { key: lease, entry: entryLease }), deadline)
     } catch (err) {
       // The shared lease was revoked or lost (etcd restored from a backup): grant another, once.
       if (err instanceof EtcdLeaseInvalidError && entryLease !== undefined && entryLease !== lease && attempt === 1) {
@@ -97,10 +109,7 @@ export async function createKey (store: StoreCore, apiKey: ApiKey, digest: strin
       // Not the key's lease: etcd may have applied the write whose answer failed.
       throw err
     }
-    if (res.succeeded) {
-      const revision = Number(res.header.revision)
-      return { apiKey, revision, createRevision: revision }
-    }
+    if (res.succeeded) return { apiKey, revision: res.revision, createRevision: res.revision }
     // Our own write, applied by an attempt whose answer was lost (entry included): success. Its
     // lease now holds the key, so it must not be revoked as a lease nothing uses.
     const existing = res.responses[0]?.response_range?.kvs[0]
