@@ -150,12 +150,21 @@ export class ApiKeyStore implements StoreCore {
   /** The record at `etcdKey`, or null when there is none or a revocation fence revokes it. */
   async getLiveRecord (etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null> {
     const record = await this.getRecord(etcdKey, deadline, revision)
-    return record === null || await this.isRevoked(record, deadline) ? null : record
+    if (record === null) return null
+    const revoked = this.isRevoked(record, deadline)
+    return (revoked === true || (revoked !== false && await revoked)) ? null : record
   }
 
-  /** Whether a revocation fence of the record's username, as etcd was when the record was read, revokes it. */
-  private async isRevoked (record: ReadRecord, deadline: Deadline): Promise<boolean> {
-    return record.createRevision < await this.fenceRevision(record.value.username, deadline, record.readAt)
+  /**
+   * Whether a revocation fence of the record's username, as etcd was when the record was read,
+   * revokes it. At once (no promise) when the cache still holds that revision: the record was
+   * read from it, a moment ago.
+   */
+  private isRevoked (record: ReadRecord, deadline: Deadline): boolean | Promise<boolean> {
+    const fenceKey = this.keys.fence(record.value.username)
+    const cached = this.cache?.readAt(fenceKey, record.readAt)
+    if (cached !== undefined) return cached !== null && record.createRevision < Number(cached.mod_revision)
+    return this.fenceRevision(record.value.username, deadline, record.readAt).then(fence => record.createRevision < fence)
   }
 
   /**
@@ -238,7 +247,8 @@ export class ApiKeyStore implements StoreCore {
     const record = await this.getRecord(this.keys.record(namespace, name), deadline, readAt)
     // The record must point back at the digest: an index entry never authenticates on its own.
     if (record === null || record.value.key_sha256 !== digest) return { key: null, why: 'unknown' }
-    return await this.isRevoked(record, deadline) ? { key: null, why: 'revoked' } : { key: storedKey(record) }
+    const revoked = this.isRevoked(record, deadline)
+    return (revoked === true || (revoked !== false && await revoked)) ? { key: null, why: 'revoked' } : { key: storedKey(record) }
   }
 
   /** The idempotency entry with this id, as stored, or null. */
