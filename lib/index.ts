@@ -13,7 +13,7 @@ import type { CacheStatus } from './store/cache/watch-cache.js'
 import { apiKeyRoutes } from './http/routes/index.js'
 import { metricsRoute } from './http/metrics-route.js'
 import { pluginMetrics } from './metrics.js'
-import { requestDeadline } from './http/deadline.js'
+import { declareRequestDeadline, requestDeadline } from './http/deadline.js'
 import { defaultAuthorize, type Caller } from './keys/authorization.js'
 import { digestSecret, isWellFormedSecret } from './keys/secrets.js'
 import { maxKeyBytes } from './keys/strategy.js'
@@ -120,6 +120,7 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
   }
   fastify.decorate('apiKeys', apiKeys)
   fastify.decorateRequest('apiKeyCaller', null)
+  declareRequestDeadline(fastify)
 
   const timeRequest = metrics?.timeRequest
   // Every answer of the instance the plugin is registered in (fastify-plugin shares its hooks).
