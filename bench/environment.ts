@@ -15,7 +15,7 @@ import type { RawOperations } from './raw.js'
 /** The operations of the main table, each done through the API and with raw etcd3. */
 export const OPERATIONS = ['create', 'get', 'list', 'patch', 'delete', 'verify'] as const
 /** The other sections of a run. */
-export const EXTRAS = ['pages', 'rss', 'revocation', 'cpu'] as const
+export const EXTRAS = ['bare', 'small', 'pages', 'rss', 'revocation', 'cpu'] as const
 export type Section = typeof OPERATIONS[number] | typeof EXTRAS[number]
 const SECTIONS: readonly Section[] = [...OPERATIONS, ...EXTRAS]
 
@@ -37,6 +37,8 @@ export interface Settings {
   cpuCalls: number
   /** Keys preloaded for each side of the delete operation. */
   deletePool: number
+  /** Keys of the small etcd's `read` namespace (section `small`). */
+  smallEtcdKeys: number
   /** The server's LOG_LEVEL. */
   logLevel: string
   sections: Section[]
@@ -81,6 +83,7 @@ export function loadSettings (argv: string[], env: NodeJS.ProcessEnv): Settings 
     cpuCalls: numberFrom(env, 'BENCH_CPU_CALLS', 2000, true),
     // Enough for 3,000 deletes a second; a side that runs out stops early and says so.
     deletePool: numberFrom(env, 'BENCH_DELETE_POOL', Math.ceil(3000 * (duration + warmup)), true),
+    smallEtcdKeys: numberFrom(env, 'BENCH_SMALL_KEYS', 200, true),
     logLevel: env.BENCH_LOG_LEVEL ?? 'warn',
     sections: SECTIONS.filter(section => sections.includes(section))
   }
@@ -131,22 +134,32 @@ export interface BenchContext {
   serverA(): Promise<BenchServer>
   /** A second server on the same etcd; started on first use. */
   serverB(): Promise<BenchServer>
+  /** The bare Fastify route (bench/bare-server.ts), answering what server A answers for a key of `read`; started on first use. */
+  bareServer(): Promise<BenchServer>
+  /**
+   * The same, on an etcd process of its own that holds only `settings.smallEtcdKeys` keys of
+   * `read` (section `small`): its own client, raw operations and server A; started on first use.
+   */
+  smallEtcd(): Promise<BenchContext>
   log(message: string): void
 }
 
 /**
- * bench/server.ts as plain JavaScript in `dir`: the server process then runs dist/ as it is, with
- * no TypeScript loader in it.
+ * bench/<name>.ts (server.ts, bare-server.ts) as plain JavaScript in `dir`: the server process
+ * then runs dist/ as it is, with no TypeScript loader in it.
  */
-export function transpileServer (dir: string): string {
-  const source = readFileSync(join(REPO, 'bench', 'server.ts'), 'utf8')
+export function transpileServer (dir: string, name = 'server'): string {
+  const source = readFileSync(join(REPO, 'bench', `${name}.ts`), 'utf8')
   const { outputText } = ts.transpileModule(source, {
     compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 }
   })
-  const file = join(dir, 'bench-server.mjs')
+  const file = join(dir, `bench-${name}.mjs`)
   writeFileSync(file, outputText)
   return file
 }
+
+/** Arguments for the servers' `node`; for a profile: BENCH_SERVER_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'. */
+const serverNodeArgs = () => process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? []
 
 export const ADMIN_TOKEN = randomBytes(24).toString('base64url')
 
@@ -157,9 +170,7 @@ export const ADMIN_TOKEN = randomBytes(24).toString('base64url')
 export async function startBenchServer (options: { script: string, repo: string, endpoints: string[], etcdAuth?: EtcdCredentials, root: string, dataDir: string, logLevel: string }): Promise<BenchServer> {
   const [port] = await freePorts(1, '127.0.0.1')
   const url = `http://127.0.0.1:${port}`
-  // For a profile of the server: BENCH_SERVER_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
-  const nodeArgs = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? []
-  const server = startProcess(process.execPath, [...nodeArgs, options.script], {
+  const server = startProcess(process.execPath, [...serverNodeArgs(), options.script], {
     PATH: process.env.PATH ?? '',
     HOME: process.env.HOME ?? options.dataDir,
     BENCH_REPO: options.repo,
@@ -173,6 +184,27 @@ export async function startBenchServer (options: { script: string, repo: string,
     LOG_LEVEL: options.logLevel,
     // The revocation section is refused on purpose 200 times from one address.
     AUTH_FAILURE_MAX: '0'
+  })
+  await waitForReady(server, `${url}/ready`)
+  return { url, pid: server.child.pid as number, output: () => server.stdout() + server.stderr(), stop: () => server.stop() }
+}
+
+/**
+ * Starts bench/bare-server.ts (transpiled to `script`): a bare Fastify route answering `body`,
+ * with the standalone server's Fastify options from this repository's dist/, on the same Node.
+ */
+export async function startBareServer (options: { script: string, body: string, dataDir: string, logLevel: string }): Promise<BenchServer> {
+  const [port] = await freePorts(1, '127.0.0.1')
+  const url = `http://127.0.0.1:${port}`
+  const server = startProcess(process.execPath, [...serverNodeArgs(), options.script], {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? options.dataDir,
+    BENCH_REPO: REPO,
+    BENCH_BARE_BODY: options.body,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    DATA_DIR: options.dataDir,
+    LOG_LEVEL: options.logLevel
   })
   await waitForReady(server, `${url}/ready`)
   return { url, pid: server.child.pid as number, output: () => server.stdout() + server.stderr(), stop: () => server.stop() }

@@ -1,6 +1,6 @@
 // The results of a run as text tables (stdout) and as JSON (bench/results/<timestamp>.json).
 import type { LoadResult } from './measure.js'
-import { mib, type ClientCpuResult, type OperationResult, type PageResult, type RevocationResult, type RssResult } from './sections.js'
+import { mib, type BareResult, type ClientCpuResult, type OperationResult, type PageResult, type RevocationResult, type RssResult, type SmallEtcdResult } from './sections.js'
 
 export interface Machine {
   cpus: number
@@ -21,6 +21,10 @@ export interface RunResults {
   /** Whose dist/ the servers ran. */
   server: { repo: string, commit?: string }
   operations: Record<string, OperationResult>
+  /** Keys the main table's etcd held after it (the whole keyspace, other roots included). */
+  etcdKeys?: number
+  bare?: BareResult
+  small?: SmallEtcdResult | { skipped: string }
   pages?: PageResult[]
   rss?: RssResult
   revocation?: RevocationResult
@@ -70,6 +74,8 @@ export function formatResults (results: RunResults): string {
     const problems = operations.flatMap(([name, { api, raw }]) => [...notes(name, 'API', api), ...notes(name, 'raw', raw)])
     if (problems.length > 0) parts.push(...problems.map(note => `  note: ${note}`))
   }
+  const readPath = readPathTable(results)
+  if (readPath.length > 0) parts.push('', ...readPath)
   if (results.pages !== undefined) {
     const pages = results.pages
     parts.push('', `Page of 100, at concurrency ${String(settings.pageConnections)}, ${String(settings.pageDuration)} s each: ` +
@@ -108,4 +114,45 @@ export function formatResults (results: RunResults): string {
     ))
   }
   return parts.join('\n') + '\n'
+}
+
+const thousands = (n: number) => n.toLocaleString('en-US')
+
+/**
+ * get and verify on the main etcd and on the small one, against raw etcd3 and against the bare
+ * Fastify route: the read path's two baselines side by side.
+ */
+function readPathTable (results: RunResults): string[] {
+  const { bare, small, settings } = results
+  const rows: string[][] = []
+  const row = (where: string, name: string, op: OperationResult | undefined) => {
+    if (op === undefined) return
+    rows.push([where, name, rate(op.api.rate), rate(op.raw.rate), fixed(op.ratio, 2),
+      bare === undefined ? '-' : fixed(op.api.rate / bare.load.rate, 2), micros(op.cpu.server), micros(op.cpu.rawClient)])
+  }
+  const main = `main etcd (${results.etcdKeys === undefined ? '?' : thousands(results.etcdKeys)} keys)`
+  row(main, 'get', results.operations.get)
+  row(main, 'verify', results.operations.verify)
+  if (small !== undefined && 'operations' in small) {
+    const where = `small etcd (${thousands(small.etcdKeys)} keys)`
+    row(where, 'get', small.operations.get)
+    row(where, 'verify', small.operations.verify)
+  }
+  const out: string[] = []
+  if (rows.length > 0) {
+    out.push(`Read path at concurrency ${String(settings.connections)}: the API against raw etcd3 (same etcd) and against a bare ` +
+      'Fastify route answering the same JSON (CPU in µs per operation)')
+    out.push(table(['etcd', 'operation', 'API req/s', 'raw ops/s', 'API/raw', 'API/bare', 'server CPU', 'etcd3 client CPU'], rows))
+  }
+  if (bare !== undefined) {
+    out.push(`  bare Fastify route (the same options and requests as get, no plugin): ${rate(bare.load.rate)} req/s, p50 ${ms(bare.load.p50)} ms, ` +
+      `p99 ${ms(bare.load.p99)} ms, ${micros(bare.cpu.server)} µs of server CPU and ${micros(bare.cpu.loadGenerator)} µs of autocannon CPU per request`)
+    out.push(...notes('bare', 'route', bare.load).map(note => `  note: ${note}`))
+  }
+  if (small !== undefined && 'skipped' in small) out.push(`  small etcd: skipped (${small.skipped})`)
+  if (small !== undefined && 'operations' in small) {
+    const problems = Object.entries(small.operations).flatMap(([name, { api, raw }]) => [...notes(name, 'small, API', api), ...notes(name, 'small, raw', raw)])
+    out.push(...problems.map(note => `  note: ${note}`))
+  }
+  return out
 }

@@ -14,13 +14,13 @@ import { startEmbeddedEtcd, type EmbeddedEtcd } from '../lib/server/embedded-etc
 import { freePorts } from '../lib/server/etcd-process.js'
 import { REPO, ensureBuilt } from '../dev/processes.js'
 import {
-  ADMIN_TOKEN, NAMESPACES, OPERATIONS, SettingsError, loadSettings, startBenchServer, transpileServer,
+  ADMIN_TOKEN, NAMESPACES, OPERATIONS, SettingsError, loadSettings, startBareServer, startBenchServer, transpileServer,
   type BenchContext, type BenchServer, type Namespace, type Section
 } from './environment.js'
 import { loadKeys } from './fixtures.js'
 import { RawOperations } from './raw.js'
 import { closeConnections, httpCall } from './http-call.js'
-import { runClientCpu, runOperation, runPages, runRevocation, runRss } from './sections.js'
+import { runBare, runClientCpu, runOperation, runPages, runRevocation, runRss, runSmallEtcd } from './sections.js'
 import { formatResults, type Machine, type RunResults } from './report.js'
 
 /** The pause after filling etcd and before measuring. */
@@ -84,26 +84,29 @@ async function main () {
     })
 
     const script = transpileServer(dir)
-    const servers: Partial<Record<'a' | 'b', Promise<BenchServer>>> = {}
-    const server = (name: 'a' | 'b') => {
-      servers[name] ??= startBenchServer({ script, repo: serverRepo, endpoints, etcdAuth, root, dataDir: join(dir, `server-${name}`), logLevel: settings.logLevel })
-        .then(started => {
-          cleanups.push(async () => {
-            await started.stop()
-            // Kept beside the results: a 503 is logged with its cause (etcd unavailable, deadline).
-            const output = started.output()
-            if (output !== '') {
-              const file = join(resultsFolder, `${stamp}-server-${name}.log`)
-              writeFileSync(file, output)
-              log(`server ${name.toUpperCase()} printed ${output.split('\n').length - 1} lines: ${file}`)
-            }
-          })
-          log(`server ${name.toUpperCase()} started, pid ${started.pid}, ${started.url}`)
-          return started
+    const servers: Record<string, Promise<BenchServer>> = {}
+    /** A server process started once, on first use; stopped at the end, its output kept beside the results. */
+    const serverOnce = (name: string, start: () => Promise<BenchServer>) => {
+      servers[name] ??= start().then(started => {
+        cleanups.push(async () => {
+          await started.stop()
+          // Kept beside the results: a 503 is logged with its cause (etcd unavailable, deadline).
+          const output = started.output()
+          if (output !== '') {
+            const file = join(resultsFolder, `${stamp}-server-${name}.log`)
+            writeFileSync(file, output)
+            log(`server ${name} printed ${output.split('\n').length - 1} lines: ${file}`)
+          }
         })
+        log(`server ${name} started, pid ${started.pid}, ${started.url}`)
+        return started
+      })
       return servers[name]
     }
+    const server = (name: 'a' | 'b') => serverOnce(name.toUpperCase(), () =>
+      startBenchServer({ script, repo: serverRepo, endpoints, etcdAuth, root, dataDir: join(dir, `server-${name}`), logLevel: settings.logLevel }))
 
+    let small: Promise<BenchContext> | undefined
     const ctx: BenchContext = {
       settings,
       client,
@@ -129,6 +132,43 @@ async function main () {
       },
       serverA: () => server('a'),
       serverB: () => server('b'),
+      bareServer: () => serverOnce('bare', async () => {
+        // The body server A answers for a key: what the bare route answers too.
+        const [key] = await ctx.load('read')
+        const answer = await httpCall(`${(await ctx.serverA()).url}${ctx.basePath}/namespaces/${key.namespace}/apikey/${key.name}`, { headers: { authorization: ctx.admin } })
+        if (answer.status !== 200) throw new Error(`bare: server A answered ${answer.status} for a key`)
+        return await startBareServer({ script: transpileServer(dir, 'bare-server'), body: answer.body, dataDir: join(dir, 'server-bare'), logLevel: settings.logLevel })
+      }),
+      smallEtcd: () => {
+        small ??= (async () => {
+          const [clientPort, peerPort] = await freePorts(2, '127.0.0.1')
+          const etcd = await startEmbeddedEtcd({ dataDir: join(dir, 'etcd-small'), clientPort, peerPort, logFile: join(dir, 'etcd-small.log') })
+          cleanups.push(() => etcd.stop())
+          log(`small etcd started, pid ${etcd.pid}, ${etcd.endpoints[0]}`)
+          const smallClient = new Etcd3({ hosts: etcd.endpoints, auth: etcd.auth })
+          cleanups.push(() => smallClient.close())
+          const keys = await loadKeys(smallClient, etcdKeys, 'read', settings.smallEtcdKeys, { withSecrets: true })
+          log(`loaded ${keys.length} keys into the small etcd's read namespace`)
+          const smallServer = serverOnce('small', () =>
+            startBenchServer({ script, repo: serverRepo, endpoints: etcd.endpoints, etcdAuth: etcd.auth, root, dataDir: join(dir, 'server-small'), logLevel: settings.logLevel }))
+          const unused = () => { throw new Error('the small etcd has only its read namespace and one server') }
+          return {
+            ...ctx,
+            client: smallClient,
+            raw: new RawOperations(smallClient, etcdKeys),
+            endpoints: etcd.endpoints,
+            etcdPid: etcd.pid,
+            etcdAuth: etcd.auth,
+            keys: { read: keys },
+            load: unused,
+            serverA: () => smallServer,
+            serverB: unused,
+            bareServer: unused,
+            smallEtcd: unused
+          }
+        })()
+        return small
+      },
       log
     }
 
@@ -159,6 +199,10 @@ async function main () {
     for (const operation of OPERATIONS) {
       if (selected(operation)) results.operations[operation] = await runOperation(ctx, operation)
     }
+    // What the main table's etcd held: raw reads slow down as it grows, the cache's do not.
+    results.etcdKeys = await client.getAll().count()
+    if (selected('bare')) results.bare = await runBare(ctx)
+    if (selected('small')) results.small = await runSmallEtcd(ctx)
     // The sections that need the large namespace come last: etcd's CPU per call grows with what it
     // holds, and the figures before them are measured with it as the main table found it.
     if (selected('cpu')) results.clientCpu = await runClientCpu(ctx)

@@ -169,6 +169,55 @@ export async function runOperation (ctx: BenchContext, name: keyof typeof OPERAT
   }
 }
 
+/** The bare Fastify route's load, at the main table's concurrency and with its requests. */
+export interface BareResult {
+  load: LoadResult
+  /** CPU microseconds per request: the bare server's, and autocannon's. */
+  cpu: { server?: number, loadGenerator?: number }
+}
+
+/**
+ * The HTTP layer's own limit: the requests of `get` (the admin's bearer token, names in turn) to
+ * a bare Fastify route that answers the same JSON body without looking anything up.
+ */
+export async function runBare (ctx: BenchContext): Promise<BareResult> {
+  await ctx.load('read')
+  const server = await ctx.bareServer()
+  const { duration, warmup, connections } = ctx.settings
+  const next = authorized(ctx, OPERATION_PLANS.get.api(ctx))
+  const load = (seconds: number) => httpLoad({ url: server.url, connections, seconds, expect: 200, next })
+  ctx.log(`bare: a Fastify route with the same answer, ${warmup} s warm-up and ${duration} s at ${connections} connections`)
+  await load(warmup)
+  const measured = await withCpu({ server: server.pid }, () => load(duration))
+  return {
+    load: measured.result,
+    cpu: { server: perOperation(measured.cpu.server, measured.result.ops), loadGenerator: perOperation(measured.cpu.self, measured.result.ops) }
+  }
+}
+
+/** get and verify on an etcd that holds only a few hundred keys, and what it held. */
+export interface SmallEtcdResult {
+  etcdKeys: number
+  operations: Record<'get' | 'verify', OperationResult>
+}
+
+/**
+ * get and verify as in the main table, on an etcd process of its own holding only the small
+ * `read` namespace: raw etcd's reads are fastest there, so the API's margin is smallest.
+ */
+export async function runSmallEtcd (ctx: BenchContext): Promise<SmallEtcdResult | { skipped: string }> {
+  let small
+  try {
+    small = await ctx.smallEtcd()
+  } catch (err) {
+    ctx.log(`small: skipped: ${(err as Error).message}`)
+    return { skipped: (err as Error).message }
+  }
+  const etcdKeys = await small.client.getAll().count()
+  ctx.log(`small: get and verify on an etcd of its own holding ${etcdKeys} keys`)
+  return { etcdKeys, operations: { get: await runOperation(small, 'get'), verify: await runOperation(small, 'verify') } }
+}
+
 /** Every request as the admin (the bearer token), unless it brings its own Authorization. */
 function authorized (ctx: BenchContext, next: () => HttpRequest | undefined): () => HttpRequest | undefined {
   return () => {

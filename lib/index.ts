@@ -11,7 +11,7 @@ import type { CacheStatus } from './store/cache/watch-cache.js'
 import { apiKeyRoutes } from './http/routes/index.js'
 import { metricsRoute } from './http/metrics-route.js'
 import { pluginMetrics } from './metrics.js'
-import { requestDeadline } from './http/deadline.js'
+import { declareRequestDeadline, requestDeadline } from './http/deadline.js'
 import { defaultAuthorize, type Caller } from './keys/authorization.js'
 import { maxKeyBytes } from './keys/strategy.js'
 import { apiKeysDecorator, type ApiKeys } from './decorators.js'
@@ -67,6 +67,7 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
   })
   fastify.decorate('apiKeys', apiKeys)
   fastify.decorateRequest('apiKeyCaller', null)
+  declareRequestDeadline(fastify)
 
   const timeRequest = metrics?.timeRequest
   // Every answer of the instance the plugin is registered in (fastify-plugin shares its hooks).

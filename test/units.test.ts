@@ -5,6 +5,8 @@ import type { FastifyRequest } from 'fastify'
 import {
   anyOf, bearerTokens, decodeContinueToken, digestSecret, encodeContinueToken, generateSecret, isWellFormedSecret
 } from '../lib/index.js'
+import { Coalescer } from '../lib/store/cache/freshness.js'
+import { EtcdUnavailableError } from '../lib/store/errors.js'
 
 t.test('secrets: prefix, 43 random characters, CRC-32 checksum', async t => {
   const secret = generateSecret('sak_')
@@ -66,4 +68,30 @@ t.test('bearerTokens and anyOf', async t => {
   t.same(await either(request('Bearer a')), { username: 'ci', admin: true }, 'the first that accepts wins')
   t.same(await either(request('Bearer one')), { username: 'admin', admin: true })
   t.equal(await either(request('Bearer z')), null)
+  const failing = anyOf(() => { throw new Error('boom') })
+  await t.rejects(async () => await failing(request('Bearer a')), /boom/, 'an authenticator that throws is a rejection, as from an async function')
+  const later = anyOf(bearer, async () => ({ username: 'k', admin: false }))
+  t.same(await later(request('Key x')), { username: 'k', admin: false }, 'an authenticator that answers later is awaited')
+})
+
+t.test('the freshness read: shared by the callers that arrived before it was sent, each with its deadline', async t => {
+  let calls = 0
+  const sent: Array<(value: number) => void> = []
+  const coalescer = new Coalescer(() => new Promise<number>(resolve => { calls++; sent.push(resolve) }))
+  const first = [coalescer.run(Date.now() + 60_000), coalescer.run(Date.now() + 60_000)]
+  t.equal(calls, 0, 'not sent while the callers of this turn arrive')
+  await new Promise(resolve => setImmediate(resolve))
+  t.equal(calls, 1, 'one call for the callers of one turn')
+  // Arrive while the call is out: theirs is the next call, never the one in flight.
+  const second = coalescer.run(Date.now() + 60_000)
+  const short = coalescer.run(Date.now() + 20)
+  const unavailable = async (promise: Promise<unknown>) => await promise.then(() => false, err => err instanceof EtcdUnavailableError)
+  t.ok(await unavailable(short), 'a caller whose deadline comes first gets an EtcdUnavailableError (a 503) then')
+  sent[0](1)
+  t.same(await Promise.all(first), [1, 1])
+  await new Promise(resolve => setImmediate(resolve))
+  t.equal(calls, 2, 'the next call is sent for the callers that waited')
+  sent[1](2)
+  t.equal(await second, 2, 'a caller that arrived after a call was sent gets the next one')
+  t.ok(await unavailable(coalescer.run(Date.now() - 1)), 'a deadline already past: at once')
 })

@@ -26,10 +26,11 @@ export const LINGER_MAX_MS = 5000
  * goes out. The connection stays open meanwhile (so `Connection: close` is not sent); once the body
  * has arrived whole it is a sound keep-alive connection again.
  */
-export async function lingerOnEarlyAnswer (request: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<unknown> {
+export function lingerOnEarlyAnswer (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: Error | null, payload?: unknown) => void): void {
   const incoming = request.raw
   // Node's `complete` is false while the body is still arriving; inject()'s requests have none.
-  if (incoming.complete !== false || incoming.destroyed) return payload
+  // (A callback hook: an async one would cost every answer a promise.)
+  if (incoming.complete !== false || incoming.destroyed) return done(null, payload)
   reply.removeHeader('connection')
   const socket = incoming.socket
   let drained = 0
@@ -48,5 +49,5 @@ export async function lingerOnEarlyAnswer (request: FastifyRequest, reply: Fasti
   incoming.on('data', count)
   incoming.once('end', stop)
   socket.once('close', stop)
-  return payload
+  done(null, payload)
 }

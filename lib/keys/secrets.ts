@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { crc32 } from 'node:zlib'
 
 /** 32 random bytes in base64url without padding. */
@@ -34,7 +34,8 @@ export function isWellFormedSecret (secret: string, prefix: string): boolean {
 
 /** The only form of a secret that is ever stored: its SHA-256 digest, in hex. */
 export function digestSecret (secret: string): string {
-  return createHash('sha256').update(secret, 'utf8').digest('hex')
+  // crypto.hash, one call: several times cheaper than a Hash object for a few bytes.
+  return hash('sha256', secret, 'hex')
 }
 
 /** Constant-time comparison of two strings of any length. */
@@ -47,7 +48,8 @@ export function safeEqual (a: string, b: string): boolean {
  * the length of a secret is not leaked either. A fixed secret's digest is made once (bearerTokens).
  */
 export function sha256 (text: string): Buffer {
-  return createHash('sha256').update(text, 'utf8').digest()
+  // As a binary (latin1) string, then as bytes: cheaper than crypto.hash's own Buffer output (both are the 32 bytes).
+  return Buffer.from(hash('sha256', text, 'binary'), 'binary')
 }
 
 /** Constant-time comparison of two digests made by sha256. */

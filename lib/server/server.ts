@@ -50,14 +50,13 @@ function probe (operationId: string, summary: string, errors: ErrorStatus[]) {
 }
 
 /**
- * The standalone server: the plugin with admin bearer tokens and API keys, JSON logs with the
- * credentials redacted and a request id on every request's lines, `/health` and `/ready`.
+ * The standalone server's Fastify options: JSON logs with the credentials redacted, a request id
+ * on every request's lines, the HTTP limits. Exported for the benchmark's bare Fastify route
+ * (bench/bare-server.ts), which must run with the same ones to be a fair baseline.
  */
-export async function buildServer (config: ServerConfig, endpoints: string[], options: { logStream?: NodeJS.WritableStream } = {}): Promise<FastifyInstance> {
-  const admin = await loadAdminToken(config)
-  checkMetricsToken(config.metricsToken, admin.tokens, admin.file ?? 'APIKEY_ADMIN_TOKEN')
+export function serverOptions (config: ServerConfig, options: { logStream?: NodeJS.WritableStream } = {}): FastifyServerOptions & { https?: object } {
   const nodeServerOptions = { maxHeaderSize: MAX_HEADER_BYTES, connectionsCheckingInterval: 1000 }
-  const serverOptions: FastifyServerOptions & { https?: object } = {
+  return {
     logger: {
       level: config.logLevel,
       redact: { paths: ['req.headers.authorization', 'req.headers["idempotency-key"]', 'req.headers.cookie', 'res.headers["set-cookie"]'], censor: '[redacted]' },
@@ -83,11 +82,24 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
       ? { https: { ...nodeServerOptions, cert: readFileSync(config.tls.certFile), key: readFileSync(config.tls.keyFile) } }
       : { http: nodeServerOptions })
   }
-  const app = Fastify(serverOptions)
+}
+
+/**
+ * The standalone server: the plugin with admin bearer tokens and API keys, JSON logs with the
+ * credentials redacted and a request id on every request's lines, `/health` and `/ready`.
+ */
+export async function buildServer (config: ServerConfig, endpoints: string[], options: { logStream?: NodeJS.WritableStream } = {}): Promise<FastifyInstance> {
+  const admin = await loadAdminToken(config)
+  checkMetricsToken(config.metricsToken, admin.tokens, admin.file ?? 'APIKEY_ADMIN_TOKEN')
+  const app = Fastify(serverOptions(config, options))
   if (admin.file !== undefined) app.log.info({ file: admin.file, tokens: admin.tokens.length }, 'the admin bearer tokens are kept in this file (mode 0600)')
   if (admin.warning !== undefined) app.log.warn(admin.warning)
 
-  app.addHook('onSend', async (request, reply) => { reply.header('x-request-id', request.id) })
+  // A callback hook: an async one costs every answer a promise and a turn of the microtask queue.
+  app.addHook('onSend', (request, reply, payload, done) => {
+    reply.header('x-request-id', request.id)
+    done(null, payload)
+  })
   replyErrorsInSensuShape(app)
 
   // The OpenAPI document, made from the routes' TypeBox schemas: GET /openapi.json. The plugin's

@@ -160,20 +160,23 @@ export class ApiKeyStore implements StoreCore {
 
   /** The key with its last use, or null when there is none or it was revoked. */
   async get (namespace: string, name: string, deadline: Deadline): Promise<StoredKey | null> {
-    const record = await this.getRecord(this.keys.record(namespace, name), deadline)
+    const record = await this.getLiveRecord(this.keys.record(namespace, name), deadline)
     if (record === null) return null
-    // Both at the record's revision: from the cache, two lookups.
-    const [revoked, lastUse] = await Promise.all([this.isRevoked(record, deadline), this.lastUse(record, deadline)])
-    if (revoked) return null
     const stored = storedKey(record)
-    return { ...stored, apiKey: withLastUse(stored.apiKey, lastUse) }
+    const lastUse = this.lastUse(record, deadline)
+    return { ...stored, apiKey: withLastUse(stored.apiKey, typeof lastUse === 'object' ? await lastUse : lastUse) }
   }
 
-  /** The record's last use, as etcd was when the record was read; undefined before its first. */
-  async lastUse (record: ReadRecord, deadline: Deadline): Promise<number | undefined> {
+  /**
+   * The record's last use, as etcd was when the record was read; undefined before its first. At
+   * once (no promise) when the cache still holds that revision, as isRevoked.
+   */
+  private lastUse (record: ReadRecord, deadline: Deadline): number | undefined | Promise<number | undefined> {
     const { namespace, name } = record.value.metadata
-    const res = await this.range({ key: this.keys.usage(namespace, name), revision: record.readAt }, deadline)
-    return lastUseOf(res.kvs[0], record.createRevision)
+    const usageKey = this.keys.usage(namespace, name)
+    const cached = this.cache?.readAt(usageKey, record.readAt)
+    if (cached !== undefined) return lastUseOf(cached ?? undefined, record.createRevision)
+    return this.range({ key: usageKey, revision: record.readAt }, deadline).then(res => lastUseOf(res.kvs[0], record.createRevision))
   }
 
   /** The record at `etcdKey`, now or at `revision`, revoked or not. */
@@ -188,12 +191,21 @@ export class ApiKeyStore implements StoreCore {
   /** The record at `etcdKey`, or null when there is none or a revocation fence revokes it. */
   async getLiveRecord (etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null> {
     const record = await this.getRecord(etcdKey, deadline, revision)
-    return record === null || await this.isRevoked(record, deadline) ? null : record
+    if (record === null) return null
+    const revoked = this.isRevoked(record, deadline)
+    return (revoked === true || (revoked !== false && await revoked)) ? null : record
   }
 
-  /** Whether a revocation fence of the record's username, as etcd was when the record was read, revokes it. */
-  private async isRevoked (record: ReadRecord, deadline: Deadline): Promise<boolean> {
-    return record.createRevision < await this.fenceRevision(record.value.username, deadline, record.readAt)
+  /**
+   * Whether a revocation fence of the record's username, as etcd was when the record was read,
+   * revokes it. At once (no promise) when the cache still holds that revision: the record was
+   * read from it, a moment ago.
+   */
+  private isRevoked (record: ReadRecord, deadline: Deadline): boolean | Promise<boolean> {
+    const fenceKey = this.keys.fence(record.value.username)
+    const cached = this.cache?.readAt(fenceKey, record.readAt)
+    if (cached !== undefined) return cached !== null && record.createRevision < Number(cached.mod_revision)
+    return this.fenceRevision(record.value.username, deadline, record.readAt).then(fence => record.createRevision < fence)
   }
 
   /**
@@ -278,7 +290,8 @@ export class ApiKeyStore implements StoreCore {
     const record = await this.getRecord(this.keys.record(namespace, name), deadline, readAt)
     // The record must name the digest: an index entry never authenticates on its own.
     if (record === null || !namesDigest(record.value, digest)) return { key: null, why: 'unknown' }
-    return await this.isRevoked(record, deadline) ? { key: null, why: 'revoked' } : { key: storedKey(record) }
+    const revoked = this.isRevoked(record, deadline)
+    return (revoked === true || (revoked !== false && await revoked)) ? { key: null, why: 'revoked' } : { key: storedKey(record) }
   }
 
   /** The idempotency entry with this id, as stored, or null. */

@@ -59,7 +59,8 @@ export function getHandler (ctx: RouteContext) {
     const { namespace, apikey } = request.params
     const stored = await ctx.store.get(namespace, apikey, ctx.deadline(request))
     if (stored === null) throw new KeyNotFoundError(`apikey ${apikey} not found`)
-    await ctx.ensureVisible(request, namespace, stored.apiKey)
+    const visible = ctx.ensureVisible(request, namespace, stored.apiKey)
+    if (visible !== undefined) await visible
     reply.header('etag', etagOf(stored.revision))
     return stored.apiKey
   }

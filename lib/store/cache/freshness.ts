@@ -1,5 +1,6 @@
 // When the cache may answer: etcd's current revision (one linearizable read shared by the reads
 // that wait for it), and whether etcd still has the history the cache copied.
+import { EtcdUnavailableError } from '../errors.js'
 
 /** What a linearizable read says of etcd, and what the cache held when it was sent. */
 export interface Current {
@@ -14,31 +15,102 @@ export interface Current {
 /** How long a read waits for the watch to deliver a revision before it reads etcd instead. */
 export const CATCH_UP_WAIT = 25
 
-/** One call at a time, shared by every caller that arrives before it is sent (never by a later one). */
+interface Waiter<T> {
+  deadline: number
+  resolve: (value: T) => void
+  reject: (err: unknown) => void
+}
+
+/**
+ * The callers that share one call, each until its own deadline: one timer for the batch (at its
+ * earliest deadline), not one a caller.
+ */
+class Batch<T> {
+  private waiters: Array<Waiter<T>> = []
+  private timer?: NodeJS.Timeout
+  private timerAt = Infinity
+
+  join (deadline: number): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (deadline <= Date.now()) return reject(tooLate())
+      this.waiters.push({ deadline, resolve, reject })
+      if (deadline < this.timerAt) this.arm(deadline)
+    })
+  }
+
+  resolve (value: T): void {
+    clearTimeout(this.timer)
+    for (const waiter of this.waiters) waiter.resolve(value)
+  }
+
+  reject (err: unknown): void {
+    clearTimeout(this.timer)
+    for (const waiter of this.waiters) waiter.reject(err)
+  }
+
+  private arm (at: number): void {
+    clearTimeout(this.timer)
+    this.timerAt = at
+    // Infinity (a caller without a deadline) needs no timer.
+    if (at !== Infinity) this.timer = setTimeout(() => this.expire(), Math.max(1, at - Date.now()))
+  }
+
+  /** The callers whose deadline has come get an EtcdUnavailableError; the others wait on. */
+  private expire (): void {
+    const now = Date.now()
+    const left: Array<Waiter<T>> = []
+    let next = Infinity
+    for (const waiter of this.waiters) {
+      if (waiter.deadline <= now) {
+        waiter.reject(tooLate())
+      } else {
+        left.push(waiter)
+        next = Math.min(next, waiter.deadline)
+      }
+    }
+    this.waiters = left
+    this.timerAt = Infinity
+    this.timer = undefined
+    this.arm(next)
+  }
+}
+
+const tooLate = () => new EtcdUnavailableError('etcd did not answer in time')
+
+/**
+ * One call at a time, shared by every caller that arrives before it is sent (never by a later
+ * one). A call is sent at the end of the event loop's current turn (setImmediate), so that every
+ * read that arrived in that turn shares it: under load, several times fewer calls than sending at
+ * the first caller, for a few microseconds more latency.
+ */
 export class Coalescer<T> {
-  private waiting?: { promise: Promise<T>, resolve: (value: T) => void, reject: (err: unknown) => void }
+  private waiting?: Batch<T>
   private busy = false
 
   constructor (private readonly call: () => Promise<T>) {}
 
-  run (): Promise<T> {
-    if (this.waiting !== undefined) return this.waiting.promise
-    let settle!: { resolve: (value: T) => void, reject: (err: unknown) => void }
-    const promise = new Promise<T>((resolve, reject) => { settle = { resolve, reject } })
-    this.waiting = { promise, ...settle }
-    if (!this.busy) this.send()
-    return promise
+  /** The next call's answer; rejects with an EtcdUnavailableError at `deadline` if it has not come by then. */
+  run (deadline = Infinity): Promise<T> {
+    let batch = this.waiting
+    if (batch === undefined) {
+      batch = this.waiting = new Batch()
+      if (!this.busy) {
+        this.busy = true
+        setImmediate(this.send)
+      }
+    }
+    return batch.join(deadline)
   }
 
-  private send () {
+  /** Sends the call for the callers waiting now, if any; the next one once it is answered. */
+  private readonly send = (): void => {
     const batch = this.waiting
-    if (batch === undefined) return
-    this.waiting = undefined
-    this.busy = true
-    this.call().then(batch.resolve, batch.reject).finally(() => {
+    if (batch === undefined) {
       this.busy = false
-      this.send()
-    })
+      return
+    }
+    this.waiting = undefined
+    this.call().then(value => batch.resolve(value), err => batch.reject(err)).finally(() => setImmediate(this.send))
   }
 }
 

@@ -1,6 +1,6 @@
-import type { Etcd3, IRangeResponse } from 'etcd3'
+import type { Etcd3, IKeyValue, IRangeResponse } from 'etcd3'
 import { rangeEnd } from '../key-builder.js'
-import { settleBy, type Deadline } from '../calls.js'
+import type { Deadline } from '../calls.js'
 import { Snapshot } from './snapshot.js'
 import { Reflector, type ReflectorOptions } from './reflector.js'
 import { CATCH_UP_WAIT, Coalescer, type Current } from './freshness.js'
@@ -113,6 +113,17 @@ export class WatchCache {
     return this.snapshot.read(request.key, end, request.limit)
   }
 
+  /**
+   * One key as the cache holds it at `revision` (null: none), without waiting: for a second read
+   * at the revision a first one was just served at (a record's revocation fence). undefined when
+   * the cache is no longer at that revision, or is down: then the caller reads etcd.
+   */
+  readAt (key: string, revision: number): IKeyValue | null | undefined {
+    if (!this.reflector.live || revision !== this.snapshot.revision || !isAscii(key)) return undefined
+    this.counts.cache++
+    return this.snapshot.read(key, undefined).kvs[0] ?? null
+  }
+
   /** A read the cache was not asked to serve (a continue token's revision it no longer holds): it went to etcd. */
   bypassed (): void {
     this.counts.etcd++
@@ -131,7 +142,7 @@ export class WatchCache {
 
   /** True once the cache holds every change etcd had made when this was called. */
   private async catchUp (deadline: Deadline): Promise<boolean> {
-    const current = await settleBy(deadline, this.current.run())
+    const current = await this.current.run(deadline)
     // Down meanwhile (whatever restarts the watch checks etcd's history itself), or loaded afresh
     // since the read was sent (it may predate the new copy).
     if (!this.reflector.live || current.loads !== this.reflector.loads) return false
