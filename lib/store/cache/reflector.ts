@@ -200,7 +200,7 @@ export class Reflector {
       revision ??= Number(res.header.revision)
       this.heard(res.header)
       this.clusterId = res.header.cluster_id
-      for (const kv of res.kvs) this.snapshot.put(kv)
+      this.snapshot.append(res.kvs)
     }
     this.snapshot.revision = revision ?? 0
     this.loads++

@@ -73,7 +73,7 @@ export class WatchCache {
   /** `client` carries the watch; `source` makes the other calls. */
   constructor (client: Etcd3, source: CacheSource, private readonly options: WatchCacheOptions) {
     this.rangedEnd = rangeEnd(options.ranged).toString('latin1')
-    this.snapshot = new Snapshot(options.ranged)
+    this.snapshot = new Snapshot(options.prefix)
     const prefix = Buffer.from(options.prefix)
     // A linearizable read of one key (the prefix itself, which no key is): its header is etcd's current revision.
     this.current = new Coalescer(async () => {
