@@ -21,6 +21,7 @@ import { loadKeys } from './fixtures.js'
 import { RawOperations } from './raw.js'
 import { closeConnections, httpCall } from './http-call.js'
 import { runClientCpu, runOperation, runPages, runRevocation, runRss } from './sections.js'
+import { runMillion } from './million.js'
 import { formatResults, type Machine, type RunResults } from './report.js'
 
 /** The pause after filling etcd and before measuring. */
@@ -84,9 +85,9 @@ async function main () {
     })
 
     const script = transpileServer(dir)
-    const servers: Partial<Record<'a' | 'b', Promise<BenchServer>>> = {}
-    const server = (name: 'a' | 'b') => {
-      servers[name] ??= startBenchServer({ script, repo: serverRepo, endpoints, etcdAuth, root, dataDir: join(dir, `server-${name}`), logLevel: settings.logLevel })
+    const servers: Partial<Record<string, Promise<BenchServer>>> = {}
+    const server = (name: string, nodeArgs?: string[]) => {
+      servers[name] ??= startBenchServer({ script, repo: serverRepo, endpoints, etcdAuth, root, dataDir: join(dir, `server-${name}`), logLevel: settings.logLevel, nodeArgs })
         .then(started => {
           cleanups.push(async () => {
             await started.stop()
@@ -129,6 +130,7 @@ async function main () {
       },
       serverA: () => server('a'),
       serverB: () => server('b'),
+      freshServer: (name) => server(name, ['--expose-gc']),
       log
     }
 
@@ -165,6 +167,7 @@ async function main () {
     if (selected('revocation')) results.revocation = await runRevocation(ctx)
     if (selected('pages')) results.pages = await runPages(ctx)
     if (selected('rss')) results.rss = await runRss(ctx)
+    if (selected('million')) results.million = await runMillion(ctx)
     machine.loadAverageAtEnd = loadavg()
 
     const text = formatResults(results)
