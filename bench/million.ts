@@ -5,7 +5,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { httpLoad, type HttpRequest } from './http-load.js'
 import { httpCall } from './http-call.js'
-import { latencySummary, type LoadResult } from './measure.js'
+import { latencySummary, memoryOf as processMemory, type LoadResult } from './measure.js'
 import { Rotation, loadKeys, type BenchKey } from './fixtures.js'
 import type { BenchContext, BenchServer } from './environment.js'
 
@@ -42,6 +42,8 @@ export interface MillionResult {
   health: { answers: number, failures: number, p50: number, p99: number, max: number }
   /** Bytes per API key: (heap + external at `large`) less (at `small`), over the keys added. */
   bytesPerKey: number
+  /** The fresh server's peak RSS (VmHWM) once loaded and measured: what the load needed at most. */
+  peakRss: number
   etcdDbBytes?: number
 }
 
@@ -111,6 +113,7 @@ export async function runMillion (ctx: BenchContext): Promise<MillionResult> {
   const loaded = await untilLoaded(server, 2 * target, started)
   ctx.log(`million: the fresh server's cache holds ${target} keys after ${loaded.seconds.toFixed(1)} s`)
   const largeStage = await stage(ctx, server, target, MILLION_NAMESPACE, verified)
+  const peakRss = processMemory(server.pid).peak
   await server.stop()
 
   const bytesPerKey = (largeStage.heapUsed + largeStage.external - smallStage.heapUsed - smallStage.external) / (largeStage.keys - smallStage.keys)
@@ -122,6 +125,7 @@ export async function runMillion (ctx: BenchContext): Promise<MillionResult> {
     listeningSeconds,
     health: { answers: loaded.health.length, failures: loaded.failures, ...latencySummary(loaded.health) },
     bytesPerKey,
+    peakRss,
     ...(status !== undefined && { etcdDbBytes: Number(status.dbSize) })
   }
 }

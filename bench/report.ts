@@ -122,7 +122,8 @@ function formatMillion (m: MillionResult, settings: Record<string, unknown>): st
       (m.etcdDbBytes === undefined ? '' : ` (etcd's database ${mib(m.etcdDbBytes)} MiB)`) +
       `; a fresh server answered /ready after ${m.listeningSeconds.toFixed(1)} s and its cache held them all after ${m.readySeconds.toFixed(1)} s`,
     `  /health while the cache loaded: ${m.health.answers} answers (${m.health.failures} failed), p50 ${ms(m.health.p50)} ms, p99 ${ms(m.health.p99)} ms, max ${ms(m.health.max)} ms`,
-    `  cache memory per key (a record and its digest entry; heap + external after a full GC, less the ${small.keys}-key server's): ${m.bytesPerKey.toFixed(0)} bytes`,
+    `  cache memory per key (a record and its digest entry; heap + external after a full GC, less the ${small.keys}-key server's): ${m.bytesPerKey.toFixed(0)} bytes; ` +
+      `the server's peak RSS ${mib(m.peakRss)} MiB`,
     `  page of 100 and verify at concurrency ${String(settings.pageConnections)}, ${String(settings.pageDuration)} s each: latency in ms, p50 / p99 (requests)`,
     table(['keys', 'cache keys', 'page of 100', 'verify (Key)', 'heap MiB', 'external MiB', 'RSS MiB'], [row(small), row(large)]),
     `  p50 at ${large.keys} keys over p50 at ${small.keys}: page ${fixed(large.page.p50 / small.page.p50, 2)}, verify ${fixed(large.verify.p50 / small.verify.p50, 2)}`
