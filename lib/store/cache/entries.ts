@@ -4,7 +4,7 @@
 import type { IKeyValue } from 'etcd3'
 
 /** Entries a chunk is built with when loaded in order, and the most it holds before it splits in two. */
-const CHUNK_FILL = 64
+const CHUNK_FILL = 32
 const CHUNK_MAX = 2 * CHUNK_FILL
 /** A chunk this small after a removal is merged into its neighbour, when they fit in one. */
 const CHUNK_MIN = CHUNK_FILL / 4
@@ -66,10 +66,27 @@ class Chunk {
     let high = this.count
     while (low < high) {
       const middle = (low + high) >>> 1
-      if (this.key(middle) < key) low = middle + 1
+      if (this.compareKey(middle, key) < 0) low = middle + 1
       else high = middle
     }
     return low
+  }
+
+  /** Whether entry i's key is `key`. */
+  hasKey (i: number, key: string): boolean {
+    return i < this.count && this.compareKey(i, key) === 0
+  }
+
+  /** Entry i's key against `key` (negative: below), read in place: a lookup allocates nothing. */
+  compareKey (i: number, key: string): number {
+    const start = this.keyStart(i)
+    const length = this.ends[2 * i] - start
+    const common = Math.min(length, key.length)
+    for (let j = 0; j < common; j++) {
+      const difference = this.keys.charCodeAt(start + j) - key.charCodeAt(j)
+      if (difference !== 0) return difference
+    }
+    return length - key.length
   }
 
   keyValue (i: number, prefix: string): IKeyValue {
@@ -227,7 +244,7 @@ export class PackedEntries {
       return
     }
     const i = chunk.lowerBound(entry.key)
-    const replaces = i < chunk.count && chunk.key(i) === entry.key
+    const replaces = chunk.hasKey(i, entry.key)
     const builder = new ChunkBuilder()
     builder.addRun(chunk, 0, i)
     builder.add(entry)
@@ -252,7 +269,7 @@ export class PackedEntries {
     const chunk = this.chunks[c]
     if (chunk === undefined) return false
     const i = chunk.lowerBound(key)
-    if (i === chunk.count || chunk.key(i) !== key) return false
+    if (!chunk.hasKey(i, key)) return false
     this.total--
     const next = this.chunks[c + 1]
     const merge = chunk.count - 1 < CHUNK_MIN && next !== undefined && chunk.count - 1 + next.count <= CHUNK_FILL
@@ -270,7 +287,7 @@ export class PackedEntries {
     const chunk = this.chunks[this.chunkFor(key)]
     if (chunk === undefined) return undefined
     const i = chunk.lowerBound(key)
-    return i < chunk.count && chunk.key(i) === key ? chunk.keyValue(i, this.prefix) : undefined
+    return chunk.hasKey(i, key) ? chunk.keyValue(i, this.prefix) : undefined
   }
 
   /**
@@ -284,7 +301,7 @@ export class PackedEntries {
     for (; c < this.chunks.length; c++, i = 0) {
       const chunk = this.chunks[c]
       for (; i < chunk.count; i++) {
-        if (end !== undefined && chunk.key(i) >= end) return { kvs, more: false }
+        if (end !== undefined && chunk.compareKey(i, end) >= 0) return { kvs, more: false }
         if (limit > 0 && kvs.length === limit) return { kvs, more: true }
         kvs.push(chunk.keyValue(i, this.prefix))
       }
