@@ -16,8 +16,11 @@ import type { RawOperations } from './raw.js'
 export const OPERATIONS = ['create', 'get', 'list', 'patch', 'delete', 'verify'] as const
 /** The other sections of a run. */
 export const EXTRAS = ['bare', 'small', 'pages', 'rss', 'revocation', 'cpu'] as const
-export type Section = typeof OPERATIONS[number] | typeof EXTRAS[number]
-const SECTIONS: readonly Section[] = [...OPERATIONS, ...EXTRAS]
+/** Sections run only when named with --only: a million keys take a quarter of an hour to write and load. */
+export const OPT_IN = ['million'] as const
+export type Section = typeof OPERATIONS[number] | typeof EXTRAS[number] | typeof OPT_IN[number]
+const SECTIONS: readonly Section[] = [...OPERATIONS, ...EXTRAS, ...OPT_IN]
+const DEFAULT_SECTIONS: readonly Section[] = [...OPERATIONS, ...EXTRAS]
 
 export interface Settings {
   /** Seconds of measured load per operation and side. */
@@ -31,6 +34,8 @@ export interface Settings {
   pageConnections: number
   /** Keys in the large namespace (pages, peak RSS). */
   largeNamespaceKeys: number
+  /** Keys in etcd for the million section. */
+  millionKeys: number
   /** Keys deleted one by one for the revocation delay. */
   revocationKeys: number
   /** etcd calls per client-CPU measurement. */
@@ -66,7 +71,7 @@ export function loadSettings (argv: string[], env: NodeJS.ProcessEnv): Settings 
     throw new SettingsError(`${(err as Error).message}; usage: npm run bench [-- --only ${SECTIONS.join(',')}]`)
   }
   const sections = only === undefined || only === ''
-    ? [...SECTIONS]
+    ? [...DEFAULT_SECTIONS]
     : only.split(',').map(name => name.trim())
   const unknown = sections.filter(name => !SECTIONS.includes(name as Section))
   if (unknown.length > 0) throw new SettingsError(`unknown section ${unknown.join(', ')}: choose among ${SECTIONS.join(', ')}`)
@@ -79,6 +84,7 @@ export function loadSettings (argv: string[], env: NodeJS.ProcessEnv): Settings 
     pageDuration: numberFrom(env, 'BENCH_PAGE_DURATION', 4),
     pageConnections: numberFrom(env, 'BENCH_PAGE_CONNECTIONS', 1, true),
     largeNamespaceKeys: numberFrom(env, 'BENCH_LARGE_KEYS', 100_000, true),
+    millionKeys: numberFrom(env, 'BENCH_MILLION_KEYS', 1_000_000, true),
     revocationKeys: numberFrom(env, 'BENCH_REVOCATION_KEYS', 200, true),
     cpuCalls: numberFrom(env, 'BENCH_CPU_CALLS', 2000, true),
     // Enough for 3,000 deletes a second; a side that runs out stops early and says so.
@@ -141,6 +147,8 @@ export interface BenchContext {
    * `read` (section `small`): its own client, raw operations and server A; started on first use.
    */
   smallEtcd(): Promise<BenchContext>
+  /** A new server on the same etcd, with --expose-gc (see /bench/memory); the caller stops it. */
+  freshServer(name: string): Promise<BenchServer>
   log(message: string): void
 }
 
@@ -167,10 +175,10 @@ export const ADMIN_TOKEN = randomBytes(24).toString('base64url')
  * Starts bench/server.ts (transpiled to `script`) on a free port, running the dist/ of `repo`,
  * and waits until it is ready.
  */
-export async function startBenchServer (options: { script: string, repo: string, endpoints: string[], etcdAuth?: EtcdCredentials, root: string, dataDir: string, logLevel: string }): Promise<BenchServer> {
+export async function startBenchServer (options: { script: string, repo: string, endpoints: string[], etcdAuth?: EtcdCredentials, root: string, dataDir: string, logLevel: string, nodeArgs?: string[] }): Promise<BenchServer> {
   const [port] = await freePorts(1, '127.0.0.1')
   const url = `http://127.0.0.1:${port}`
-  const server = startProcess(process.execPath, [...serverNodeArgs(), options.script], {
+  const server = startProcess(process.execPath, [...options.nodeArgs ?? [], ...serverNodeArgs(), options.script], {
     PATH: process.env.PATH ?? '',
     HOME: process.env.HOME ?? options.dataDir,
     BENCH_REPO: options.repo,

@@ -1,5 +1,6 @@
 // The results of a run as text tables (stdout) and as JSON (bench/results/<timestamp>.json).
 import type { LoadResult } from './measure.js'
+import type { MillionResult, MillionStage } from './million.js'
 import { mib, type BareResult, type ClientCpuResult, type OperationResult, type PageResult, type RevocationResult, type RssResult, type SmallEtcdResult } from './sections.js'
 
 export interface Machine {
@@ -29,6 +30,7 @@ export interface RunResults {
   rss?: RssResult
   revocation?: RevocationResult
   clientCpu?: ClientCpuResult
+  million?: MillionResult
 }
 
 /** Columns padded to their widest cell; numbers right-aligned. */
@@ -113,6 +115,7 @@ export function formatResults (results: RunResults): string {
       Object.entries(c.clients).map(([name, figures]) => [name, ...cells(figures.sequential), ...cells(figures.concurrent)])
     ))
   }
+  if (results.million !== undefined) parts.push('', ...formatMillion(results.million, settings))
   return parts.join('\n') + '\n'
 }
 
@@ -155,4 +158,21 @@ function readPathTable (results: RunResults): string[] {
     out.push(...problems.map(note => `  note: ${note}`))
   }
   return out
+}
+
+function formatMillion (m: MillionResult, settings: Record<string, unknown>): string[] {
+  const { small, large } = m
+  const both = (r: LoadResult) => `${ms(r.p50)} / ${ms(r.p99)} (${r.ops})`
+  const row = (s: MillionStage) => [String(s.keys), String(s.cacheKeys), both(s.page), both(s.verify), mib(s.heapUsed), mib(s.external), mib(s.rss)]
+  return [
+    `A million keys: ${m.large.keys} keys written into etcd in ${m.loadSeconds.toFixed(0)} s` +
+      (m.etcdDbBytes === undefined ? '' : ` (etcd's database ${mib(m.etcdDbBytes)} MiB)`) +
+      `; a fresh server answered /ready after ${m.listeningSeconds.toFixed(1)} s and its cache held them all after ${m.readySeconds.toFixed(1)} s`,
+    `  /health while the cache loaded: ${m.health.answers} answers (${m.health.failures} failed), p50 ${ms(m.health.p50)} ms, p99 ${ms(m.health.p99)} ms, max ${ms(m.health.max)} ms`,
+    `  cache memory per key (a record and its digest entry; heap + external after a full GC, less the ${small.keys}-key server's): ${m.bytesPerKey.toFixed(0)} bytes; ` +
+      `the server's peak RSS ${mib(m.peakRss)} MiB`,
+    `  page of 100 and verify at concurrency ${String(settings.pageConnections)}, ${String(settings.pageDuration)} s each: latency in ms, p50 / p99 (requests)`,
+    table(['keys', 'cache keys', 'page of 100', 'verify (Key)', 'heap MiB', 'external MiB', 'RSS MiB'], [row(small), row(large)]),
+    `  p50 at ${large.keys} keys over p50 at ${small.keys}: page ${fixed(large.page.p50 / small.page.p50, 2)}, verify ${fixed(large.verify.p50 / small.verify.p50, 2)}`
+  ]
 }

@@ -21,6 +21,7 @@ import { loadKeys } from './fixtures.js'
 import { RawOperations } from './raw.js'
 import { closeConnections, httpCall } from './http-call.js'
 import { runBare, runClientCpu, runOperation, runPages, runRevocation, runRss, runSmallEtcd } from './sections.js'
+import { runMillion } from './million.js'
 import { formatResults, type Machine, type RunResults } from './report.js'
 
 /** The pause after filling etcd and before measuring. */
@@ -164,11 +165,14 @@ async function main () {
             serverA: () => smallServer,
             serverB: unused,
             bareServer: unused,
-            smallEtcd: unused
+            smallEtcd: unused,
+            freshServer: unused
           }
         })()
         return small
       },
+      freshServer: (name) => serverOnce(name, () =>
+        startBenchServer({ script, repo: serverRepo, endpoints, etcdAuth, root, dataDir: join(dir, `server-${name}`), logLevel: settings.logLevel, nodeArgs: ['--expose-gc'] })),
       log
     }
 
@@ -209,6 +213,7 @@ async function main () {
     if (selected('revocation')) results.revocation = await runRevocation(ctx)
     if (selected('pages')) results.pages = await runPages(ctx)
     if (selected('rss')) results.rss = await runRss(ctx)
+    if (selected('million')) results.million = await runMillion(ctx)
     machine.loadAverageAtEnd = loadavg()
 
     const text = formatResults(results)

@@ -296,7 +296,12 @@ export async function runRss (ctx: BenchContext): Promise<RssResult> {
   const server = await ctx.serverB()
   const path = `${server.url}${collection(ctx, 'large')}`
   const headers = { authorization: ctx.admin }
-  // Warm the route up, then let the server settle.
+  // Its cache loaded first (its growth is not the list's), the route warmed up, then a pause.
+  for (;;) {
+    const { cache } = JSON.parse((await httpCall(`${server.url}/bench/memory`)).body) as { cache: { live: boolean } | null }
+    if (cache?.live !== false) break
+    await sleep(100)
+  }
   for (let i = 0; i < 20; i++) await httpCall(`${path}?limit=100`, { headers })
   await sleep(1000)
   const idle = memoryOf(server.pid).rss

@@ -28,6 +28,14 @@ app.get('/bench/protected', async (request, reply) => {
   return { username: key.username }
 })
 
+// For the million section: the cache's status and the process's memory, after a full GC when the
+// server runs with --expose-gc.
+app.get('/bench/memory', async () => {
+  const gc = (globalThis as { gc?: () => void }).gc
+  gc?.()
+  return { cache: app.apiKeys.cacheStatus(), memory: process.memoryUsage(), gc: gc !== undefined }
+})
+
 await app.listen({ port: config.port, host: config.host })
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {

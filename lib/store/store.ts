@@ -4,7 +4,8 @@ import { IDEMPOTENCY_TTL_SECONDS } from '../keys/idempotency.js'
 import { parseQualifiedName } from '../keys/names.js'
 import type { ApiKey } from '../keys/schemas.js'
 import { EtcdKeys } from './key-builder.js'
-import { WatchCache, type CacheStatus, type CacheLog } from './cache/watch-cache.js'
+import { LOAD_CALL_TIMEOUT, WatchCache, type CacheStatus, type CacheLog } from './cache/watch-cache.js'
+import { keyPageFor } from './cache/reflector.js'
 import { callWithin, translateEtcdError, type Deadline } from './calls.js'
 import { namesDigest, parseRecord, readBatchFor, storedKey, type ReadRecord, type StoredKey, type StoredRecord } from './records.js'
 import { createKey, deleteKey, updateKey, type CreateOptions } from './transactions.js'
@@ -76,8 +77,11 @@ export class ApiKeyStore implements StoreCore {
     if (options.cache !== undefined) {
       const { callTimeout, log } = options.cache
       this.cache = new WatchCache(client, {
-        range: request => this.rangeEtcd(request, Date.now() + callTimeout)
-      }, { prefix: this.keys.plugin, ranged: [this.keys.records, this.keys.usageEntries], readBatch: this.readBatch, log })
+        range: request => this.rangeEtcd(request, Date.now() + callTimeout),
+        load: request => this.client.kv.range({
+          key: request.key, range_end: request.end, limit: request.limit, revision: request.revision, keys_only: request.keysOnly
+        }, { deadline: new Date(Date.now() + LOAD_CALL_TIMEOUT) })
+      }, { prefix: this.keys.plugin, ranged: [this.keys.records, this.keys.usageEntries], readBatch: this.readBatch, keyPage: keyPageFor(options.receiveBytes), log })
     }
     if (options.usage !== undefined) this.usage = new UsageRecorder(this, options.usage)
   }

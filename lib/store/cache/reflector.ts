@@ -1,8 +1,8 @@
 // The reflector: loads the snapshot and keeps it following etcd through one watch, restarting it
 // (and loading afresh when the history it needs is gone) while the cache is open.
 import type { Etcd3, IDuplexStream, IRangeResponse, IWatchRequest, IWatchResponse } from 'etcd3'
-import { rangeEnd } from '../key-builder.js'
-import { scanBatches, type ScanRead } from '../scan.js'
+import { keyAfter, rangeEnd } from '../key-builder.js'
+import { GRPC_DEFAULT_RECEIVE_BYTES } from '../client-policy.js'
 import type { Snapshot } from './snapshot.js'
 import { sameHistory, type Coalescer, type Current, type HistoryLog } from './freshness.js'
 
@@ -14,12 +14,35 @@ const HEARTBEAT_TIMEOUT = 2000
 const WATCH_CREATE_TIMEOUT = 5000
 const RESTART_BACKOFF_MIN = 250
 const RESTART_BACKOFF_MAX = 5000
+/** The most names one keys-only read of a load asks for. */
+const MAX_KEY_PAGE = 65_536
+/** What one name may take in a keys-only answer, on average: the plugin's are a few hundred bytes. */
+const NAME_BYTES = 1024
+
+/**
+ * Names per keys-only read while loading: three quarters of the client's answer limit, at
+ * NAME_BYTES a name (a load that meets larger ones halves it).
+ */
+export function keyPageFor (receiveBytes = GRPC_DEFAULT_RECEIVE_BYTES): number {
+  return Math.max(1, Math.min(MAX_KEY_PAGE, Math.floor(receiveBytes * 3 / 4 / NAME_BYTES)))
+}
+
+/** One range read of a load: [key, end) at most `limit`, at `revision` if given, names only with `keysOnly`. */
+export interface LoadRead {
+  key: Buffer
+  end?: Buffer
+  limit?: number
+  revision?: number
+  keysOnly?: boolean
+}
 
 export interface ReflectorOptions {
   /** Everything under this prefix is followed. */
   prefix: string
   /** Keys per range read while loading (small enough for gRPC's message limit). */
   readBatch: number
+  /** Names per keys-only read while loading (see keyPageFor). */
+  keyPage: number
   /** Reports the watch going down and coming back; not the reads. */
   log: HistoryLog & { info(obj: object, msg: string): void }
 }
@@ -44,7 +67,7 @@ export class Reflector {
   constructor (
     private readonly client: Etcd3,
     private readonly snapshot: Snapshot,
-    private readonly read: (request: ScanRead | { key: Buffer }) => Promise<IRangeResponse>,
+    private readonly read: (request: LoadRead) => Promise<IRangeResponse>,
     private readonly current: Coalescer<Current>,
     private readonly options: ReflectorOptions
   ) {}
@@ -191,16 +214,40 @@ export class Reflector {
     this.snapshot.advance(revision)
   }
 
-  /** Reads every key under the prefix in batches at one revision. */
+  /**
+   * Reads every key under the prefix at one revision. etcd (3.4, 3.5) walks the whole rest of a
+   * range for each read of it, whatever its limit: in batches of 500 over [last key, end of the
+   * prefix), a million keys took hours, each read longer than the next. So a load reads the names
+   * first, a large page of them at a time (keys only, a few MiB), then the values in windows that
+   * end just after a batch's last name: each of those reads walks its own batch only.
+   */
   private async load (): Promise<void> {
     this.snapshot.clear()
     const { prefix, readBatch } = this.options
+    const end = rangeEnd(prefix)
+    let keyPage = this.options.keyPage
     let revision: number | undefined
-    for await (const res of scanBatches(this.read, { start: prefix, end: rangeEnd(prefix) }, { limit: readBatch, pin: true })) {
-      revision ??= Number(res.header.revision)
-      this.heard(res.header)
-      this.clusterId = res.header.cluster_id
-      for (const kv of res.kvs) this.snapshot.put(kv)
+    let start: Buffer = Buffer.from(prefix)
+    for (;;) {
+      let names: IRangeResponse
+      try {
+        names = await this.read({ key: start, end, limit: keyPage, revision, keysOnly: true })
+      } catch (err) {
+        // Names larger than NAME_BYTES on average: the answer went over the client's limit.
+        if (keyPage <= readBatch || !/RESOURCE_EXHAUSTED|larger than max/i.test((err as Error).message)) throw err
+        keyPage = Math.max(readBatch, keyPage >> 1)
+        continue
+      }
+      revision ??= Number(names.header.revision)
+      this.heard(names.header)
+      this.clusterId = names.header.cluster_id
+      for (let i = 0; i < names.kvs.length; i += readBatch) {
+        const batch = names.kvs.slice(i, i + readBatch)
+        const res = await this.read({ key: batch[0].key, end: keyAfter(batch[batch.length - 1].key), limit: batch.length, revision })
+        this.snapshot.append(res.kvs)
+      }
+      if (!names.more || names.kvs.length === 0) break
+      start = keyAfter(names.kvs[names.kvs.length - 1].key)
     }
     this.snapshot.revision = revision ?? 0
     this.loads++

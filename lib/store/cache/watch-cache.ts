@@ -2,7 +2,7 @@ import type { Etcd3, IKeyValue, IRangeResponse } from 'etcd3'
 import { rangeEnd } from '../key-builder.js'
 import type { Deadline } from '../calls.js'
 import { Snapshot } from './snapshot.js'
-import { Reflector, type ReflectorOptions } from './reflector.js'
+import { Reflector, type LoadRead, type ReflectorOptions } from './reflector.js'
 import { CATCH_UP_WAIT, Coalescer, type Current } from './freshness.js'
 
 /**
@@ -49,8 +49,17 @@ export interface CacheRange {
 
 /** The etcd calls the cache makes, each within its own budget (the store's, with its retries). */
 export interface CacheSource {
-  range(request: { key: Buffer, end?: Buffer, limit?: number, revision?: number }): Promise<IRangeResponse>
+  range(request: { key: Buffer }): Promise<IRangeResponse>
+  /**
+   * A read of a load: one attempt with a long budget (LOAD_CALL_TIMEOUT). etcd walks the whole rest
+   * of a range for each read of it: with a million keys, a read can take seconds, which a
+   * request's budget (and its shorter attempts) would cut, and the load would never end.
+   */
+  load(request: LoadRead): Promise<IRangeResponse>
 }
+
+/** How long one read of a load may take (see CacheSource.load). */
+export const LOAD_CALL_TIMEOUT = 60_000
 
 export type CacheLog = ReflectorOptions['log']
 
@@ -73,7 +82,7 @@ export class WatchCache {
   /** `client` carries the watch; `source` makes the other calls. */
   constructor (client: Etcd3, source: CacheSource, private readonly options: WatchCacheOptions) {
     this.rangedParts = options.ranged.map(prefix => ({ prefix, end: rangeEnd(prefix).toString('latin1') }))
-    this.snapshot = new Snapshot(options.ranged)
+    this.snapshot = new Snapshot(options.prefix)
     const prefix = Buffer.from(options.prefix)
     // A linearizable read of one key (the prefix itself, which no key is): its header is etcd's current revision.
     this.current = new Coalescer(async () => {
@@ -83,7 +92,7 @@ export class WatchCache {
       this.reflector.heard(header)
       return { revision: Number(header.revision), clusterId: header.cluster_id, held, loads }
     })
-    this.reflector = new Reflector(client, this.snapshot, request => source.range(request), this.current, options)
+    this.reflector = new Reflector(client, this.snapshot, request => source.load(request), this.current, options)
   }
 
   /** Loads the cache and starts the watch, in the background; reads go to etcd until it is live. */
