@@ -29,6 +29,7 @@ export interface StoreCore {
   range(request: RangeRequest, deadline: Deadline): Promise<IRangeResponse>
   getRecord(etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null>
   getLiveRecord(etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null>
+  keyAsOf(key: string, record: ReadRecord, deadline: Deadline): IKeyValue | undefined | Promise<IKeyValue | undefined>
   fenceRevision(username: string, deadline: Deadline, revision?: number): Promise<number>
   revocationsAt(revision: number, deadline: () => Deadline): (kv: IKeyValue, record: StoredRecord) => Promise<boolean>
   revokeLease(lease: string | undefined): void

@@ -48,6 +48,11 @@ export type DigestLookup =
  * always written and deleted in one transaction. The writes are in transactions.ts, the walks in
  * list.ts, revoke-all in revoke.ts; here are the reads they share.
  */
+/** `then` of a value that may come at once or later: at once stays at once (no promise on the cache's path). */
+function whenRead<T, R> (value: T | Promise<T>, then: (value: T) => R): R | Promise<R> {
+  return value instanceof Promise ? value.then(then) : then(value)
+}
+
 export class ApiKeyStore implements StoreCore {
   readonly client: Etcd3
   readonly keys: EtcdKeys
@@ -171,16 +176,21 @@ export class ApiKeyStore implements StoreCore {
     return { ...stored, apiKey: withLastUse(stored.apiKey, typeof lastUse === 'object' ? await lastUse : lastUse) }
   }
 
-  /**
-   * The record's last use, as etcd was when the record was read; undefined before its first. At
-   * once (no promise) when the cache still holds that revision, as isRevoked.
-   */
+  /** The record's last use, as etcd was when the record was read; undefined before its first. */
   private lastUse (record: ReadRecord, deadline: Deadline): number | undefined | Promise<number | undefined> {
     const { namespace, name } = record.value.metadata
-    const usageKey = this.keys.usage(namespace, name)
-    const cached = this.cache?.readAt(usageKey, record.readAt)
-    if (cached !== undefined) return lastUseOf(cached ?? undefined, record.createRevision)
-    return this.range({ key: usageKey, revision: record.readAt }, deadline).then(res => lastUseOf(res.kvs[0], record.createRevision))
+    return whenRead(this.keyAsOf(this.keys.usage(namespace, name), record, deadline), kv => lastUseOf(kv, record.createRevision))
+  }
+
+  /**
+   * One key as etcd held it when `record` was read (undefined: none). At once, with no promise,
+   * while the cache is still at that revision (the record was read from it a moment ago); else
+   * from etcd at that revision.
+   */
+  keyAsOf (key: string, record: ReadRecord, deadline: Deadline): IKeyValue | undefined | Promise<IKeyValue | undefined> {
+    const cached = this.cache?.readAt(key, record.readAt)
+    if (cached !== undefined) return cached ?? undefined
+    return this.range({ key, revision: record.readAt }, deadline).then(res => res.kvs[0])
   }
 
   /** The record at `etcdKey`, now or at `revision`, revoked or not. */
@@ -206,10 +216,7 @@ export class ApiKeyStore implements StoreCore {
    * read from it, a moment ago.
    */
   private isRevoked (record: ReadRecord, deadline: Deadline): boolean | Promise<boolean> {
-    const fenceKey = this.keys.fence(record.value.username)
-    const cached = this.cache?.readAt(fenceKey, record.readAt)
-    if (cached !== undefined) return cached !== null && record.createRevision < Number(cached.mod_revision)
-    return this.fenceRevision(record.value.username, deadline, record.readAt).then(fence => record.createRevision < fence)
+    return whenRead(this.keyAsOf(this.keys.fence(record.value.username), record, deadline), fence => fence !== undefined && record.createRevision < Number(fence.mod_revision))
   }
 
   /**

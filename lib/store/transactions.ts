@@ -248,8 +248,7 @@ export async function updateKey (
 /** The usage entry of a record, at the revision the record was read at. */
 async function readUsage (store: StoreCore, recordKey: string, current: ReadRecord, deadline: Deadline): Promise<UsageRead> {
   const key = store.keys.usageOfRecord(recordKey)
-  const res = await store.range({ key, revision: current.readAt }, deadline)
-  return { key, kv: res.kvs[0] }
+  return { key, kv: await store.keyAsOf(key, current, deadline) }
 }
 
 /**
