@@ -167,9 +167,10 @@ t.test('/health says the process is up; /ready says whether etcd answers', async
     '/api/core/v2/apikeys',
     '/api/core/v2/namespaces/{namespace}/apikey',
     '/api/core/v2/namespaces/{namespace}/apikey/{apikey}',
+    '/api/core/v2/namespaces/{namespace}/apikey/{apikey}/rotate',
     '/health',
     '/ready'
-  ], 'with the routes of the reference, revoke-all and the probes; the alias and catch-alls hidden')
+  ], 'with the routes of the reference, rotate, revoke-all and the probes; the alias and catch-alls hidden')
   const post = openapi.body.paths['/api/core/v2/namespaces/{namespace}/apikey'].post
   t.ok(post.responses['201'].content['application/json'].schema.properties.key, 'made from the TypeBox schemas')
 })
