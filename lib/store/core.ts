@@ -24,8 +24,8 @@ export interface StoreCore {
   readonly keys: EtcdKeys
   readonly readBatch: number
   call<T>(operation: EtcdOperation, deadline: Deadline, call: (options: { deadline: Date }) => Promise<T>): Promise<T>
-  /** A create's transaction, in the next batch of creates (see group-commit.ts). */
-  commitCreate(txn: GroupedTxn, deadline: Deadline): Promise<GroupedResult>
+  /** A create's or a patch's transaction, in the next batch of writes (see group-commit.ts). */
+  commitGrouped(txn: GroupedTxn, deadline: Deadline): Promise<GroupedResult>
   range(request: RangeRequest, deadline: Deadline): Promise<IRangeResponse>
   getRecord(etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null>
   getLiveRecord(etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null>

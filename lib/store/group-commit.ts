@@ -1,5 +1,5 @@
-// Group commit: creates that arrive together share one etcd transaction, each as a nested
-// transaction with its own guards, so that one create's conflict never fails another's.
+// Group commit: creates and patches that arrive together share one etcd transaction, each as a
+// nested transaction with its own guards, so that one write's conflict never fails another's.
 import { CompareResult, CompareTarget, type IRequestOp, type IResponseOp, type ITxnRequest, type ITxnResponse } from 'etcd3'
 import { EtcdUnavailableError } from './errors.js'
 import { MIN_ATTEMPT, settleBy, type Deadline } from './calls.js'
@@ -25,7 +25,7 @@ export const MAX_BATCH_BYTES = 1024 * 1024
 export const MAX_IN_FLIGHT = 1
 
 /** Why a create that waited for its batch got a 503: for the log line of that 503. */
-export const NOT_SENT = 'etcd did not finish the creates before this one in time, so this create was not sent (nothing was written); etcd is slow or unavailable'
+export const NOT_SENT = 'etcd did not finish the writes before this one in time, so this write was not sent (nothing was written); etcd is slow or unavailable'
 
 /** Bytes counted for each operation and compare beside its key and value. */
 const OP_OVERHEAD_BYTES = 16

@@ -68,8 +68,8 @@ export class ApiKeyStore implements StoreCore {
   private readonly cache?: WatchCache
   private readonly observer: StoreObserver
   private readonly usage?: UsageRecorder
-  /** Creates that arrive together share one etcd transaction. */
-  private readonly creates: GroupCommit
+  /** Creates and patches that arrive together share one etcd transaction. */
+  private readonly writes: GroupCommit
 
   constructor (client: Etcd3, root: string, options: StoreOptions = {}) {
     this.client = client
@@ -78,7 +78,7 @@ export class ApiKeyStore implements StoreCore {
     this.maxKeyBytes = options.maxKeyBytes ?? maxKeyBytes(64 * 1024)
     this.readBatch = readBatchFor(this.maxKeyBytes, options.receiveBytes)
     this.observer = options.observer ?? unobserved
-    this.creates = new GroupCommit((request, deadline) => this.call('txn', deadline, callOptions => this.client.kv.txn(request, callOptions)))
+    this.writes = new GroupCommit((request, deadline) => this.call('txn', deadline, callOptions => this.client.kv.txn(request, callOptions)))
     if (options.cache !== undefined) {
       const { callTimeout, log } = options.cache
       this.cache = new WatchCache(client, {
@@ -122,8 +122,8 @@ export class ApiKeyStore implements StoreCore {
     return callWithin(deadline, this.attemptTimeout, call, (seconds, failed) => this.observer.etcdCall(operation, seconds, failed))
   }
 
-  commitCreate (txn: GroupedTxn, deadline: Deadline): Promise<GroupedResult> {
-    return this.creates.commit(txn, deadline)
+  commitGrouped (txn: GroupedTxn, deadline: Deadline): Promise<GroupedResult> {
+    return this.writes.commit(txn, deadline)
   }
 
   /**

@@ -8,7 +8,7 @@ import type { Deadline } from './calls.js'
 import type { StoreCore } from './core.js'
 import type { GroupedTxn } from './group-commit.js'
 import {
-  idempotencyEntriesOf, inGrace, parseRecord, storedKey, toApiKey, withLease, type ReadRecord, type StoredKey, type StoredRecord
+  idempotencyEntriesOf, inGrace, parseRecord, storedKey, toApiKey, type ReadRecord, type StoredKey, type StoredRecord
 } from './records.js'
 import { lastUseOf, withLastUse } from './usage.js'
 import {
@@ -40,6 +40,13 @@ interface CreateTargets {
 
 const absent = (key: string): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 })
 const range = (key: string): IRequestOp => ({ request_range: { key: Buffer.from(key) } })
+const remove = (key: string): IRequestOp => ({ request_delete_range: { key: Buffer.from(key) } })
+const revisionIs = (key: string, revision: number): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: revision })
+/** The keys a transaction's operations write or delete: no two writes of a batch may touch one key. */
+const keysOf = (ops: IRequestOp[]): string[] => ops.flatMap(op => {
+  const key = op.request_put?.key ?? op.request_delete_range?.key
+  return key === undefined ? [] : [key.toString()]
+})
 const put = (key: string, value: string, lease: string | undefined): IRequestOp =>
   ({ request_put: { key: Buffer.from(key), value: Buffer.from(value), ...(lease !== undefined && { lease }) } })
 
@@ -99,7 +106,7 @@ export async function createKey (store: StoreCore, apiKey: ApiKey, digest: strin
       : await store.leaseForIdempotency(deadline))
     let res
     try {
-      res = await store.commitCreate(createTxn(targets, puts, { key: lease, entry: entryLease }), deadline)
+      res = await store.commitGrouped(createTxn(targets, puts, { key: lease, entry: entryLease }), deadline)
     } catch (err) {
       // The shared lease was revoked or lost (etcd restored from a backup): grant another, once.
       if (err instanceof EtcdLeaseInvalidError && entryLease !== undefined && entryLease !== lease && attempt === 1) {
@@ -153,7 +160,7 @@ export async function previousDigestLease (
  * revision, or undefined when the guard failed.
  */
 async function swapRecord (store: StoreCore, recordKey: string, current: ReadRecord, usage: UsageRead, after: StoredRecord, deadline: Deadline): Promise<number | undefined> {
-  const { client, keys } = store
+  const { keys } = store
   const before = current.value
   const written = JSON.stringify(after)
   const keepLease = after.expires_at === before.expires_at
@@ -164,29 +171,28 @@ async function swapRecord (store: StoreCore, recordKey: string, current: ReadRec
     : { digest: after.previous_sha256, ...await previousDigestLease(store, after.previous_until, { expiresAt: after.expires_at, lease }, deadline) }
   const { namespace, name } = before.metadata
   const target = EtcdKeys.digestTarget(namespace, name)
-  const res = await store.call('txn', deadline, callOptions => {
-    const txn = client
-      .if(recordKey, 'Mod', '==', current.revision)
-      .and(keys.fence(before.username), 'Mod', '<', current.createRevision)
-      .and(keys.fence(after.username), 'Mod', '<', current.createRevision)
-    // The usage entry must not stay on the old lease, which is revoked below: it moves too.
-    if (!keepLease) txn.and(usage.key, 'Mod', '==', Number(usage.kv?.mod_revision ?? 0))
-    return txn.then(...keepLease
-      ? [client.put(recordKey).value(written).ignoreLease()]
-      : [
-          withLease(client.put(recordKey).value(written), lease),
-          withLease(client.put(keys.digest(digest)).value(target), lease),
-          ...previous === undefined ? [] : [withLease(client.put(keys.digest(previous.digest)).value(target), previous.lease)],
-          ...idempotencyEntriesOf(before).map(entryId => client.delete().key(keys.idempotency(entryId))),
-          ...usage.kv === undefined ? [] : [withLease(client.put(usage.key).value(usage.kv.value), lease)]
-        ])
-      .options(callOptions)
-      .commit()
-  })
+  const compare = [
+    revisionIs(recordKey, current.revision),
+    { key: Buffer.from(keys.fence(before.username)), target: CompareTarget.Mod, result: CompareResult.Less, mod_revision: current.createRevision },
+    { key: Buffer.from(keys.fence(after.username)), target: CompareTarget.Mod, result: CompareResult.Less, mod_revision: current.createRevision }
+  ]
+  const success = keepLease
+    ? [{ request_put: { key: Buffer.from(recordKey), value: Buffer.from(written), ignore_lease: true } }]
+    : [
+        put(recordKey, written, lease),
+        put(keys.digest(digest), target, lease),
+        ...previous === undefined ? [] : [put(keys.digest(previous.digest), target, previous.lease)],
+        ...idempotencyEntriesOf(before).map(entryId => remove(keys.idempotency(entryId))),
+        ...usage.kv === undefined ? [] : [put(usage.key, usage.kv.value.toString('utf8'), lease)]
+      ]
+  // The usage entry must not stay on the old lease, which is revoked below: it moves too.
+  if (!keepLease) compare.push(revisionIs(usage.key, Number(usage.kv?.mod_revision ?? 0)))
+  // Sent with the writes that arrive together (group commit), guarded on its own.
+  const res = await store.commitGrouped({ request: { compare, success, failure: [] }, puts: keysOf(success) }, deadline)
   if (res.succeeded) {
     // The record and its digest entries moved off their old lease: nothing holds it any more.
     if (!keepLease) store.revokeLease(current.lease)
-    return Number(res.header.revision)
+    return res.revision
   }
   store.revokeLease(lease)
   if (previous?.granted === true) store.revokeLease(previous.lease)
