@@ -283,19 +283,17 @@ export async function deleteKey (store: StoreCore, namespace: string, name: stri
  * if any, holds nothing any more and is revoked.
  */
 export async function deleteRecord (store: StoreCore, recordKey: string, current: ReadRecord, deadline: Deadline): Promise<boolean> {
-  const { client, keys } = store
+  const { keys } = store
   const { key_sha256: digest, previous_sha256: previous } = current.value
-  const res = await store.call('txn', deadline, options => client
-    .if(recordKey, 'Mod', '==', current.revision)
-    .then(
-      client.delete().key(recordKey),
-      client.delete().key(keys.digest(digest)),
-      ...previous === undefined ? [] : [client.delete().key(keys.digest(previous))],
-      ...idempotencyEntriesOf(current.value).map(entryId => client.delete().key(keys.idempotency(entryId))),
-      client.delete().key(keys.usageOfRecord(recordKey))
-    )
-    .options(options)
-    .commit())
+  const success = [
+    remove(recordKey),
+    remove(keys.digest(digest)),
+    ...previous === undefined ? [] : [remove(keys.digest(previous))],
+    ...idempotencyEntriesOf(current.value).map(entryId => remove(keys.idempotency(entryId))),
+    remove(keys.usageOfRecord(recordKey))
+  ]
+  // Sent with the writes that arrive together (group commit), guarded on its own.
+  const res = await store.commitGrouped({ request: { compare: [revisionIs(recordKey, current.revision)], success, failure: [] }, puts: keysOf(success) }, deadline)
   if (res.succeeded) store.revokeLease(current.lease)
   return res.succeeded
 }
