@@ -149,7 +149,10 @@ t.test('every family, with its type and labels, and counts that move as the traf
     t.equal(observations(after, 'http_request_duration_seconds', get) - observations(before, 'http_request_duration_seconds', get), 4, 'and the 200s of GET on the item route')
     const routes = new Set(after.get('http_request_duration_seconds')?.metrics.map(m => m.labels?.route))
     for (const route of routes) t.notOk([...alice, bob, carol].some(key => route?.includes(key.name)), `route label ${route} is a pattern, not a URL`)
-    t.ok(observations(after, 'apikeys_etcd_request_duration_seconds', { operation: 'txn' }) - observations(before, 'apikeys_etcd_request_duration_seconds', { operation: 'txn' }) >= created + 1 + revokedByAll, 'a txn per create and per delete at least')
+    // The creates and the delete were made one at a time: a txn each. The revoke-all's deletes run
+    // together, so group commit may carry them in one txn.
+    t.ok(observations(after, 'apikeys_etcd_request_duration_seconds', { operation: 'txn' }) - observations(before, 'apikeys_etcd_request_duration_seconds', { operation: 'txn' }) >= created + 1 + 1,
+      'a txn per create and for the delete, and at least one for the revoke-all\'s deletes')
     t.ok(delta('apikeys_cache_reads_total', { source: 'cache' }) > 0, 'reads went through the cache')
     t.equal(value(after, 'apikeys_cache_live'), 1, 'the cache is live')
     t.ok(value(after, 'apikeys_cache_revision_lag') >= 0, 'the revision lag is a count of revisions')
