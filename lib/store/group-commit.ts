@@ -1,5 +1,6 @@
-// Group commit: creates and patches that arrive together share one etcd transaction, each as a
-// nested transaction with its own guards, so that one write's conflict never fails another's.
+// Group commit: creates, patches and deletes that arrive together share one etcd transaction,
+// each as a nested transaction with its own guards, so that one write's conflict never fails
+// another's.
 import { CompareResult, CompareTarget, type IRequestOp, type IResponseOp, type ITxnRequest, type ITxnResponse } from 'etcd3'
 import { EtcdUnavailableError } from './errors.js'
 import { MIN_ATTEMPT, settleBy, type Deadline } from './calls.js'
@@ -7,7 +8,7 @@ import { MIN_ATTEMPT, settleBy, type Deadline } from './calls.js'
 /**
  * etcd's default `--max-txn-ops`. etcd (3.4 and 3.5) checks each transaction's longest list
  * (compares, success or failure operations) against it, and each nested transaction's against
- * what its parent left: a batch of n creates whose longest list holds m operations needs n + m
+ * what its parent left: a batch of n writes whose longest list holds m operations needs n + m
  * at most this.
  */
 export const MAX_TXN_OPS = 128
@@ -19,12 +20,12 @@ export const MAX_TXN_OPS = 128
 export const MAX_BATCH_BYTES = 1024 * 1024
 
 /**
- * Batches sent at once. With one, creates that arrive while a batch is in flight wait for it and
+ * Batches sent at once. With one, writes that arrive while a batch is in flight wait for it and
  * go together in the next; a second batch in flight did not raise the rate (bench/RESULTS.md).
  */
 export const MAX_IN_FLIGHT = 1
 
-/** Why a create that waited for its batch got a 503: for the log line of that 503. */
+/** Why a write that waited for its batch got a 503: for the log line of that 503. */
 export const NOT_SENT = 'etcd did not finish the writes before this one in time, so this write was not sent (nothing was written); etcd is slow or unavailable'
 
 /** Bytes counted for each operation and compare beside its key and value. */
@@ -38,7 +39,7 @@ export interface BatchLimits {
 
 const DEFAULT_LIMITS: BatchLimits = { maxTxnOps: MAX_TXN_OPS, maxBatchBytes: MAX_BATCH_BYTES, maxInFlight: MAX_IN_FLIGHT }
 
-/** One create's transaction: what it compares, writes and reads, and the keys it puts. */
+/** One write's transaction (a create, a patch or a delete): what it compares, writes and reads, and the keys it puts or deletes. */
 export interface GroupedTxn {
   request: ITxnRequest
   /** The etcd keys it puts: etcd refuses a transaction that puts one key twice, even in two nested ones. */
@@ -115,7 +116,7 @@ export function takeBatch<T extends Pick<Member, 'ops' | 'bytes' | 'alone'> & { 
 }
 
 /**
- * The batch's transaction: each create nested in its success branch. etcd 3.4 counts no nested
+ * The batch's transaction: each write nested in its success branch. etcd 3.4 counts no nested
  * put against its space quota, so a batch of nested puts alone would pass its NOSPACE alarm (a
  * leaked key could fill etcd past it). The batch therefore compares "version > -1" (true of
  * every key, present or not) and holds a put in its failure branch, never applied, that etcd
@@ -131,12 +132,12 @@ function batchTxn (txns: GroupedTxn[]): ITxnRequest {
 }
 
 /**
- * Creates share etcd transactions: one sent at once when none is in flight, and those that arrive
- * meanwhile together in the next (as etcd's own raft batches proposals). Each create is a nested
+ * Writes share etcd transactions: one sent at once when none is in flight, and those that arrive
+ * meanwhile together in the next (as etcd's own raft batches proposals). Each write is a nested
  * transaction of the batch's, with its own compares and its own success and failure operations:
  * its outcome is its own. A batch is sent within its earliest deadline, with the store's retries
- * (each create is guarded by "absent", and a retried create that finds its own write counts it as
- * made). A create that waited and whose deadline is too near when its batch is taken gets its 503
+ * (a create is guarded by "absent", a patch or delete by the record's revision, and a retried one
+ * that finds its own write counts it as made). A write that waited and whose deadline is too near when its batch is taken gets its 503
  * and is never sent; one whose deadline passes while it is queued, the same.
  */
 export class GroupCommit {
@@ -188,7 +189,7 @@ export class GroupCommit {
   private async sendBatch (batch: Member[]): Promise<void> {
     const deadline = Math.min(...batch.map(member => member.deadline))
     for (const member of batch) member.sent = true
-    // A batch of one is its create's own transaction, as without group commit.
+    // A batch of one is its write's own transaction, as without group commit.
     const alone = batch.length === 1
     let res: ITxnResponse
     try {
@@ -206,10 +207,10 @@ export class GroupCommit {
   }
 
   /**
-   * A batch failed as a whole. etcd refused it (one create's lease is gone, a limit lower than
-   * etcd's defaults): each of its creates goes again in a batch of its own, so that one create's
+   * A batch failed as a whole. etcd refused it (one write's lease is gone, a limit lower than
+   * etcd's defaults, its NOSPACE alarm): each of its writes goes again in a batch of its own, so that one write's
    * fault is its alone. etcd did not answer by the batch's deadline (the earliest of its
-   * creates'): those with a later one go again (etcd may have applied the batch; each create then
+   * writes'): those with a later one go again (etcd may have applied the batch; each write then
    * finds its own write), the others get the error.
    */
   private failed (batch: Member[], err: unknown, deadline: Deadline): void {
@@ -220,7 +221,7 @@ export class GroupCommit {
         member.alone = true
         again.push(member)
       } else if (err instanceof EtcdUnavailableError && !member.abandoned && member.deadline > deadline) {
-        // Time the batch's call did not have: its create goes again (pump() checks that it is enough).
+        // Time the batch's call did not have: its write goes again (pump() checks that it is enough).
         again.push(member)
       } else {
         member.reject(err)
