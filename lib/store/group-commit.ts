@@ -116,19 +116,23 @@ export function takeBatch<T extends Pick<Member, 'ops' | 'bytes' | 'alone'> & { 
 }
 
 /**
- * The batch's transaction: each write nested in its success branch. etcd 3.4 counts no nested
- * put against its space quota, so a batch of nested puts alone would pass its NOSPACE alarm (a
- * leaked key could fill etcd past it). The batch therefore compares "version > -1" (true of
- * every key, present or not) and holds a put in its failure branch, never applied, that etcd
- * counts: with the alarm raised, it refuses the batch as it refuses any put.
+ * A transaction of nested writes that etcd's space quota counts. etcd 3.4 counts no put nested in
+ * a transaction against its quota, so nested puts alone would pass its NOSPACE alarm (a leaked
+ * key could fill etcd past it). The transaction therefore compares "version > -1" of `key` (true
+ * of every key, present or not) and holds a put of it in its failure branch, never applied, that
+ * etcd counts: with the alarm raised, it refuses the transaction as it refuses any put.
  */
-function batchTxn (txns: GroupedTxn[]): ITxnRequest {
-  const key = Buffer.from(txns[0].puts[0])
+export function quotaCounted (success: IRequestOp[], key: Buffer): ITxnRequest {
   return {
     compare: [{ key, target: CompareTarget.Version, result: CompareResult.Greater, version: -1 }],
-    success: txns.map(txn => ({ request_txn: txn.request })),
+    success,
     failure: [{ request_put: { key, value: Buffer.alloc(0) } }]
   }
+}
+
+/** The batch's transaction: each write nested in its success branch, counted by the quota. */
+function batchTxn (txns: GroupedTxn[]): ITxnRequest {
+  return quotaCounted(txns.map(txn => ({ request_txn: txn.request })), Buffer.from(txns[0].puts[0]))
 }
 
 /**
@@ -201,7 +205,7 @@ export class GroupCommit {
     const revision = Number(res.header.revision)
     batch.forEach((member, i) => {
       const nested = alone ? res : res.responses[i]?.response_txn
-      if (nested === undefined) member.reject(new Error('etcd answered a batch of creates without the outcome of each'))
+      if (nested === undefined) member.reject(new Error('etcd answered a batch of writes without the outcome of each'))
       else member.resolve({ succeeded: nested.succeeded, responses: nested.responses, revision })
     })
   }

@@ -7,6 +7,7 @@ import { CompareResult, CompareTarget, type IKeyValue, type IRequestOp } from 'e
 import type { ApiKey } from '../keys/schemas.js'
 import type { StoreCore } from './core.js'
 import { settleBy, type Deadline } from './calls.js'
+import { quotaCounted } from './group-commit.js'
 import type { StoredKey } from './records.js'
 
 /** Keys per transaction: each is one nested transaction, and etcd takes at most 128 (--max-txn-ops). */
@@ -118,12 +119,15 @@ export class UsageRecorder {
     return done.finally(() => this.flushes.delete(done))
   }
 
-  /** One transaction; a failure is logged and the uses dropped (a later use writes again). */
+  /**
+   * One transaction, which etcd's space quota counts (so no use is written during a NOSPACE alarm);
+   * a failure is logged and the uses dropped (a later use writes again).
+   */
   private async write (batch: PendingUse[]): Promise<void> {
     const { client } = this.store
     try {
       await this.store.call('txn', Date.now() + this.options.callTimeout, options =>
-        client.kv.txn({ compare: [], success: batch.map(usageWrite), failure: [] }, options))
+        client.kv.txn(quotaCounted(batch.map(usageWrite), Buffer.from(batch[0].usageKey)), options))
     } catch (err) {
       this.options.log.warn({ keys: batch.length, error: err instanceof Error ? err.message : String(err) },
         'apikey last use: etcd did not take the write, so last_used_at of these keys stays older until their next use (nothing to do unless etcd keeps failing)')
