@@ -62,8 +62,36 @@ export interface DecoratorContext {
   settings: ResolvedOptions
   /** Counts one verification by its outcome (the metrics), or nothing. */
   verified: (outcome: 'valid' | RefusalReason) => void
-  /** Remembers the key a request authenticated with: what it writes is guarded by it. */
-  authenticated: (request: FastifyRequest, key: StoredKey) => void
+  /** Remembers the key a request authenticated with (and its secret's digest): what it writes is guarded by it. */
+  authenticated: (request: FastifyRequest, credential: Credential) => void
+}
+
+/** The API key a request authenticated with, as verified, and the digest of the secret it gave. */
+export interface Credential {
+  key: StoredKey
+  digest: string
+}
+
+/** Why a key that etcd holds does not authenticate now, if it does not. */
+function refusalOf (apiKey: ApiKey, nowMs = Date.now()): 'expired' | 'disabled' | undefined {
+  // The guarantee of expires_at, to the second: etcd's lease removes the key only eventually.
+  if (apiKey.expires_at !== undefined && nowMs / 1000 >= apiKey.expires_at) return 'expired'
+  if (apiKey.disabled === true) return 'disabled'
+  return undefined
+}
+
+/**
+ * The key a request authenticated with, as it authenticates now (read again, consistently), or
+ * null when the same secret no longer authenticates that key: deleted, revoked, disabled, expired,
+ * or rotated away (past its grace). Asked when a write the key makes finds it changed.
+ */
+export async function authenticatesNow (store: ApiKeyStore, credential: Credential, deadline: number): Promise<StoredKey | null> {
+  const found = await store.findByDigest(credential.digest, deadline)
+  if (found.key === null) return null
+  const { key } = credential
+  const same = found.key.createRevision === key.createRevision &&
+    found.key.apiKey.metadata.namespace === key.apiKey.metadata.namespace && found.key.apiKey.metadata.name === key.apiKey.metadata.name
+  return same && refusalOf(found.key.apiKey) === undefined ? found.key : null
 }
 
 /** The `apiKeys` decorator. */
@@ -75,13 +103,13 @@ export function apiKeysDecorator (ctx: DecoratorContext): ApiKeys {
   }
   const check = async (secret: string, request?: FastifyRequest): Promise<CheckResult> => {
     if (typeof secret !== 'string' || !isWellFormedSecret(secret, settings.keyPrefix)) return refuse('malformed')
-    const found = await store.findByDigest(digestSecret(secret), requestDeadline(request, settings.requestTimeout))
+    const digest = digestSecret(secret)
+    const found = await store.findByDigest(digest, requestDeadline(request, settings.requestTimeout))
     if (found.key === null) return refuse(found.why)
     const { apiKey } = found.key
-    // The guarantee of expires_at, to the second: etcd's lease removes the key only eventually.
-    if (apiKey.expires_at !== undefined && Date.now() / 1000 >= apiKey.expires_at) return refuse('expired')
-    if (apiKey.disabled === true) return refuse('disabled')
-    if (request !== undefined) ctx.authenticated(request, found.key)
+    const refusal = refusalOf(apiKey)
+    if (refusal !== undefined) return refuse(refusal)
+    if (request !== undefined) ctx.authenticated(request, { key: found.key, digest })
     store.recordUse(found.key)
     verified('valid')
     return { valid: true, key: apiKey }

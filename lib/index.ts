@@ -4,7 +4,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { resolveOptions, type ApiKeysOptions } from './options.js'
-import { ApiKeyStore, type StoredKey } from './store/store.js'
+import { ApiKeyStore } from './store/store.js'
 import { storeClient } from './store/client-policy.js'
 import { EtcdUnavailableError } from './store/errors.js'
 import type { CacheStatus } from './store/cache/watch-cache.js'
@@ -14,7 +14,7 @@ import { pluginMetrics } from './metrics.js'
 import { declareRequestDeadline, requestDeadline } from './http/deadline.js'
 import { defaultAuthorize, type Caller } from './keys/authorization.js'
 import { maxKeyBytes } from './keys/strategy.js'
-import { apiKeysDecorator, type ApiKeys } from './decorators.js'
+import { apiKeysDecorator, authenticatesNow, type ApiKeys, type Credential } from './decorators.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -57,13 +57,13 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
   })
 
   /** The API key a request authenticated with (through verify): what it writes is guarded by it. */
-  const credentials = new WeakMap<FastifyRequest, StoredKey>()
+  const credentials = new WeakMap<FastifyRequest, Credential>()
   const apiKeys = apiKeysDecorator({
     store,
     client,
     settings,
     verified: metrics?.verified ?? (() => {}),
-    authenticated: (request, key) => credentials.set(request, key)
+    authenticated: (request, credential) => credentials.set(request, credential)
   })
   fastify.decorate('apiKeys', apiKeys)
   fastify.decorateRequest('apiKeyCaller', null)
@@ -79,7 +79,10 @@ async function fastifyEtcdApiKeys (fastify: FastifyInstance, opts: ApiKeysOption
     settings,
     authorize: settings.authorize ?? defaultAuthorize,
     defaultPolicy: settings.authorize === undefined,
-    credentialOf: (request: FastifyRequest) => credentials.get(request)
+    minterOf: (request: FastifyRequest) => {
+      const credential = credentials.get(request)
+      return credential && { key: credential.key, recheck: deadline => authenticatesNow(store, credential, deadline) }
+    }
   })
   if (settings.metrics !== false) {
     const { registry, path, readers } = settings.metrics

@@ -269,3 +269,107 @@ t.test('apiKeys.revokeAllOf gives a host the same guarantee', async t => {
   const later = await api.createKey('a', { username: 'ivan' })
   t.equal((await listWith(api, later.secret)).statusCode, 200, 'a key made afterwards works')
 })
+
+t.test('a key disabled, rotated, deleted or shortened while its write is under way makes nothing and changes nothing', async t => {
+  // The host's own preHandler hook holds a request marked x-hold after authentication (the key
+  // is verified) until the test has changed the key, as a slow request body would.
+  let gate: { reached: () => void, release: Promise<void> } | undefined
+  const api = await buildApp(t, etcd, {}, app => {
+    app.addHook('preHandler', async request => {
+      const held = gate
+      if (request.headers['x-hold'] === undefined || held === undefined) return
+      held.reached()
+      await held.release
+    })
+  })
+  const HOLD = { 'x-hold': '1' }
+  /** `send`'s answer, with `meanwhile` done between its authentication and its handler. */
+  const heldWhile = async <T>(send: () => Promise<T>, meanwhile: () => Promise<unknown>): Promise<T> => {
+    let reached = () => {}
+    let release = () => {}
+    const arrived = new Promise<void>(resolve => { reached = resolve })
+    gate = { reached, release: new Promise<void>(resolve => { release = resolve }) }
+    const answer = send()
+    await arrived
+    await meanwhile()
+    release()
+    gate = undefined
+    return await answer
+  }
+  const records = async () => Object.keys(await api.snapshot()).filter(key => key.startsWith(`${api.root}/apikeys/`)).sort()
+  const mintWith = (secret: string, body: object = {}) => () => api.call({ method: 'POST', path: '/namespaces/m/apikey', body, auth: keyAuth(secret), headers: HOLD })
+  const patchKey = (key: { location: string }, body: object) => async () => {
+    const res = await api.call({ method: 'PATCH', path: `/${key.location}`, body })
+    t.equal(res.statusCode, 200, `meanwhile, an admin patches the key with ${JSON.stringify(body)}`)
+  }
+  const rotateKey = (key: { location: string }, grace: number) => async () => {
+    const res = await api.call({ method: 'POST', path: `/${key.location}/rotate`, body: { grace_seconds: grace } })
+    t.equal(res.statusCode, 200, `meanwhile, an admin rotates the key with a grace of ${grace} s`)
+  }
+
+  const refusedCases: Array<[string, (key: { location: string }) => () => Promise<unknown>]> = [
+    ['disabled', key => patchKey(key, { disabled: true })],
+    ['rotated without a grace', key => rotateKey(key, 0)],
+    ['deleted', key => async () => t.equal((await api.call({ method: 'DELETE', path: `/${key.location}` })).statusCode, 204, 'meanwhile, an admin deletes the key')]
+  ]
+  for (const [what, change] of refusedCases) {
+    const leaked = await api.createKey('m', { username: 'kim' })
+    const before = await records()
+    const res = await heldWhile(mintWith(leaked.secret), change(leaked))
+    checkError(t, res, 401, 5, `a create by a key ${what} meanwhile`)
+    t.same((await records()).filter(key => !before.includes(key)), [], `a key ${what} meanwhile mints nothing`)
+  }
+
+  // Changed otherwise, the key still authenticates: its create is verified again and made.
+  const labelled = await api.createKey('m', { username: 'kim' })
+  const made = await heldWhile(mintWith(labelled.secret), patchKey(labelled, { metadata: { labels: { seen: 'yes' } } }))
+  t.equal(made.statusCode, 201, 'a key whose labels changed meanwhile still mints', { body: made.body })
+  const graced = await api.createKey('m', { username: 'kim' })
+  const inGrace = await heldWhile(mintWith(graced.secret), rotateKey(graced, 60))
+  t.equal(inGrace.statusCode, 201, 'a key rotated with a grace meanwhile mints with its old secret, which still works')
+
+  // Its expiry moved earlier meanwhile: the key being made may not outlive the new one.
+  const soon = Math.floor(Date.now() / 1000) + 3600
+  const shortened = await api.createKey('m', { username: 'kim', expires_at: soon })
+  const before = await records()
+  const tooLong = await heldWhile(mintWith(shortened.secret), patchKey(shortened, { expires_at: soon - 1800 }))
+  checkError(t, tooLong, 403, 4, 'a create that would outlive the minter\'s new expiry')
+  t.match(tooLong.json().message, `expires at ${soon - 1800}`, 'naming the new expiry')
+  t.same((await records()).filter(key => !before.includes(key)), [], 'and nothing was made')
+
+  // A rotation made by a key disabled meanwhile: refused, the rotated key's secret unchanged.
+  const minter = await api.createKey('m', { username: 'kim' })
+  const other = await api.createKey('m', { username: 'kim' })
+  const rotation = await heldWhile(
+    () => api.call({ method: 'POST', path: `/${other.location}/rotate`, body: {}, auth: keyAuth(minter.secret), headers: HOLD }),
+    patchKey(minter, { disabled: true }))
+  checkError(t, rotation, 401, 5, 'a rotation by a key disabled meanwhile')
+  t.equal((await api.call({ path: '/namespaces/m/apikey', auth: keyAuth(other.secret) })).statusCode, 200, 'the other key\'s secret still works')
+  // A leaked key's PATCH under way cannot switch it back on, nor its DELETE remove another key.
+  const disabler = await api.createKey('m', { username: 'kim' })
+  const undo = await heldWhile(
+    () => api.call({ method: 'PATCH', path: `/${disabler.location}`, body: { disabled: false }, auth: keyAuth(disabler.secret), headers: HOLD }),
+    patchKey(disabler, { disabled: true }))
+  checkError(t, undo, 401, 5, 'a PATCH by a key disabled meanwhile')
+  t.equal((await api.call({ path: `/${disabler.location}` })).json().disabled, true, 'the key stays disabled')
+  const victim = await api.createKey('m', { username: 'kim' })
+  const deleter = await api.createKey('m', { username: 'kim' })
+  const heldDelete = await heldWhile(
+    () => api.call({ method: 'DELETE', path: `/${victim.location}`, auth: keyAuth(deleter.secret), headers: HOLD }),
+    patchKey(deleter, { disabled: true }))
+  checkError(t, heldDelete, 401, 5, 'a DELETE by a key disabled meanwhile')
+  t.equal((await api.call({ path: `/${victim.location}` })).statusCode, 200, 'the other key is still there')
+  const labeller = await api.createKey('m', { username: 'kim' })
+  const relabel = await heldWhile(
+    () => api.call({ method: 'PATCH', path: `/${labeller.location}`, body: { metadata: { labels: { mine: 'yes' } } }, auth: keyAuth(labeller.secret), headers: HOLD }),
+    patchKey(labeller, { metadata: { annotations: { by: 'admin' } } }))
+  t.equal(relabel.statusCode, 200, 'a PATCH by a key an admin annotated meanwhile applies', { body: relabel.body })
+  t.same([relabel.json().metadata.labels, relabel.json().metadata.annotations], [{ mine: 'yes' }, { by: 'admin' }], 'both changes hold')
+  // A key rotating itself while an admin labels it: verified again, rotated.
+  const self = await api.createKey('m', { username: 'kim' })
+  const selfRotation = await heldWhile(
+    () => api.call({ method: 'POST', path: `/${self.location}/rotate`, body: {}, auth: keyAuth(self.secret), headers: HOLD }),
+    patchKey(self, { metadata: { labels: { seen: 'yes' } } }))
+  t.equal(selfRotation.statusCode, 200, 'a key labelled meanwhile rotates itself', { body: selfRotation.body })
+  t.equal((await api.call({ path: '/namespaces/m/apikey', auth: keyAuth(selfRotation.json().key) })).statusCode, 200, 'and its new secret works')
+})

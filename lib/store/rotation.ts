@@ -4,9 +4,11 @@ import type { ApiKey } from '../keys/schemas.js'
 import { EtcdKeys } from './key-builder.js'
 import type { Deadline } from './calls.js'
 import type { StoreCore } from './core.js'
-import { MAX_UPDATE_ATTEMPTS, outlivedByIdempotency, previousDigestLease, type CreateOptions } from './transactions.js'
+import {
+  MAX_UPDATE_ATTEMPTS, minterGuard, outlivedByIdempotency, previousDigestLease, recheckMinter, type CreateOptions
+} from './transactions.js'
 import { MAX_ROTATION_ENTRIES, parseRecord, storedKey, withLease, type ReadRecord, type StoredKey, type StoredRecord } from './records.js'
-import { CredentialRevokedError, EtcdUnavailableError, IdempotencyEntryExistsError, KeyNotFoundError } from './errors.js'
+import { EtcdUnavailableError, IdempotencyEntryExistsError, KeyNotFoundError } from './errors.js'
 
 export interface RotateOptions extends CreateOptions {
   /** How long the old secret keeps working, in seconds; 0: it stops at once. */
@@ -41,8 +43,11 @@ interface Attempt {
   entryLease?: string
 }
 
-/** The rotation's transaction, guarded as swapRecord is, and by "the new digest and the entry are new" and the minter. */
-function rotateTxn (store: StoreCore, current: ReadRecord, attempt: Attempt, options: RotateOptions) {
+/**
+ * The rotation's transaction, guarded as swapRecord is, and by "the new digest and the entry are
+ * new" and by the minter (`minter`: as last verified).
+ */
+function rotateTxn (store: StoreCore, current: ReadRecord, attempt: Attempt, options: RotateOptions, minter: StoredKey | undefined) {
   const { client, keys } = store
   const before = current.value
   const { record, dropped, keyLease, previous, entryLease } = attempt
@@ -56,10 +61,10 @@ function rotateTxn (store: StoreCore, current: ReadRecord, attempt: Attempt, opt
     .and(keys.fence(before.username), 'Mod', '<', current.createRevision)
     .and(newDigestKey, 'Create', '==', 0)
   if (entryKey !== undefined) txn.and(entryKey, 'Create', '==', 0)
-  const { minter } = options
   if (minter !== undefined) {
-    const { namespace: ns, name: minterName } = minter.apiKey.metadata
-    txn.and(keys.record(ns, minterName), 'Create', '==', minter.createRevision).and(keys.fence(minter.apiKey.username), 'Mod', '<', minter.createRevision)
+    // As minterCompares (transactions.ts): the minter's record as verified, and no fence after it.
+    const guard = minterGuard(keys, minter)
+    txn.and(guard.recordKey, 'Mod', '==', guard.revision).and(guard.fenceKey, 'Mod', '<', guard.createRevision)
   }
   const oldDigestKey = keys.digest(before.key_sha256)
   const ops = [
@@ -104,6 +109,7 @@ export async function rotateKey (
   digest: string, options: RotateOptions, deadline: Deadline
 ): Promise<StoredKey> {
   const recordKey = store.keys.record(namespace, name)
+  let minter = options.minter?.key
   for (let attempt = 1; ; attempt++) {
     const current = await store.getLiveRecord(recordKey, deadline)
     const now = Date.now()
@@ -117,7 +123,7 @@ export async function rotateKey (
     const leases = await leasesFor(store, current, graceUntil, options, deadline)
     let res
     try {
-      res = await store.call('txn', deadline, callOptions => rotateTxn(store, current, { record, dropped, ...leases }, options).options(callOptions).commit())
+      res = await store.call('txn', deadline, callOptions => rotateTxn(store, current, { record, dropped, ...leases }, options, minter).options(callOptions).commit())
     } catch (err) {
       if (leases.previous?.granted === true) store.revokeLease(leases.previous.lease)
       // A lease that ended meanwhile: the key's (it expired: the next read says so) or the shared idempotency one.
@@ -131,9 +137,10 @@ export async function rotateKey (
     if (entry) throw new IdempotencyEntryExistsError(entry.value.toString('utf8'))
     const seen = res.responses[0]?.response_range?.kvs[0]
     if (seen !== undefined && Number(seen.mod_revision) === current.revision && parseRecord(seen).key_sha256 === current.value.key_sha256) {
-      // The record is as read, so a fence failed the guard: the key's (the next read finds it revoked) or the minter's.
+      // The record is as read, so a fence failed the guard (the key's: the next read finds it
+      // revoked), or the minter's guard did. A minter that still authenticates guards the next attempt as it is now.
       if (current.createRevision < await store.fenceRevision(current.value.username, deadline)) throw new KeyNotFoundError(`apikey ${name} not found`)
-      throw new CredentialRevokedError('the apikey that made this request was revoked')
+      minter = await recheckMinter(options.minter, deadline)
     }
     if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
   }

@@ -8,7 +8,7 @@ import { LOAD_CALL_TIMEOUT, WatchCache, type CacheStatus, type CacheLog } from '
 import { keyPageFor } from './cache/reflector.js'
 import { callWithin, translateEtcdError, type Deadline } from './calls.js'
 import { namesDigest, parseRecord, readBatchFor, storedKey, type ReadRecord, type StoredKey, type StoredRecord } from './records.js'
-import { createKey, deleteKey, updateKey, type CreateOptions } from './transactions.js'
+import { createKey, deleteKey, updateKey, type CreateOptions, type Minter } from './transactions.js'
 import { rotateKey, type RotateOptions } from './rotation.js'
 import { countKeysOf, listAll, listPage, type ListOptions, type ListPage, type ListScope } from './list.js'
 import { revokeAllOf } from './revoke.js'
@@ -318,8 +318,8 @@ export class ApiKeyStore implements StoreCore {
     return created
   }
 
-  update (namespace: string, name: string, change: (current: StoredKey) => ApiKey | Promise<ApiKey>, deadline: Deadline): Promise<StoredKey> {
-    return updateKey(this, namespace, name, change, deadline)
+  update (namespace: string, name: string, change: (current: StoredKey) => ApiKey | Promise<ApiKey>, deadline: Deadline, minter?: Minter): Promise<StoredKey> {
+    return updateKey(this, namespace, name, change, deadline, minter)
   }
 
   /** See rotation.ts. */
@@ -327,8 +327,8 @@ export class ApiKeyStore implements StoreCore {
     return rotateKey(this, namespace, name, change, digest, options, deadline)
   }
 
-  async delete (namespace: string, name: string, check: (current: StoredKey) => void | Promise<void>, deadline: Deadline): Promise<void> {
-    await deleteKey(this, namespace, name, check, deadline)
+  async delete (namespace: string, name: string, check: (current: StoredKey) => void | Promise<void>, deadline: Deadline, minter?: Minter): Promise<void> {
+    await deleteKey(this, namespace, name, check, deadline, minter)
     this.observer.keysRevoked(1)
   }
 

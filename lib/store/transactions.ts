@@ -18,11 +18,57 @@ import {
 /** Applying a patch retries on a conflicting write this many times at most, deadline allowing. */
 export const MAX_UPDATE_ATTEMPTS = 100
 
+/** The API key a request authenticated with, as it was verified, and how to verify it again. */
+export interface Minter {
+  key: StoredKey
+  /**
+   * The key as it authenticates now, or null when it no longer does (deleted, revoked, disabled,
+   * expired, or its secret rotated away): asked when the key changed after it was verified.
+   */
+  recheck: (deadline: Deadline) => Promise<StoredKey | null>
+}
+
 export interface CreateOptions {
   /** The Idempotency-Key entry to write with the key: its id, and the sealed entry. */
   idempotency?: { entryId: string, entry: string }
-  /** The API key the request authenticated with: the create holds only while it is not revoked. */
-  minter?: StoredKey
+  /** The API key the request authenticated with: the create holds only while it still authenticates. */
+  minter?: Minter
+}
+
+/** What a write made by an API key is guarded by: that key's record unchanged since it was verified, and its username's fence. */
+export interface MinterGuard {
+  recordKey: string
+  fenceKey: string
+  /** The record's etcd revision when the key was verified (any change since fails the guard). */
+  revision: number
+  createRevision: number
+}
+
+export function minterGuard (keys: EtcdKeys, minter: StoredKey): MinterGuard {
+  const { namespace, name } = minter.apiKey.metadata
+  return { recordKey: keys.record(namespace, name), fenceKey: keys.fence(minter.apiKey.username), revision: minter.revision, createRevision: minter.createRevision }
+}
+
+/**
+ * The guard of a write made by an API key: its record exactly as verified (so that disabling,
+ * rotating or deleting it stops a write already under way) and no revocation fence of its
+ * username after it (so that revoke-all does).
+ */
+export function minterCompares (guard: MinterGuard): ICompare[] {
+  return [
+    { key: Buffer.from(guard.recordKey), target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: guard.revision },
+    { key: Buffer.from(guard.fenceKey), target: CompareTarget.Mod, result: CompareResult.Less, mod_revision: guard.createRevision }
+  ]
+}
+
+/**
+ * After a write's minter guard failed: the minter as it authenticates now, to guard the next
+ * attempt with; a CredentialRevokedError when it no longer authenticates.
+ */
+export async function recheckMinter (minter: Minter | undefined, deadline: Deadline): Promise<StoredKey> {
+  const again = minter === undefined ? null : await minter.recheck(deadline)
+  if (again === null) throw new CredentialRevokedError('the apikey that made this request no longer authenticates (revoked, deleted, disabled, expired or rotated)')
+  return again
 }
 
 /** Does a key expiring at `expiresAt` (Unix seconds) end before an Idempotency-Key entry made now would? */
@@ -35,7 +81,7 @@ interface CreateTargets {
   recordKey: string
   digestKey: string
   entryKey?: string
-  minter?: { recordKey: string, fenceKey: string, createRevision: number }
+  minter?: MinterGuard
 }
 
 const absent = (key: string): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 })
@@ -66,12 +112,7 @@ function createTxn (targets: CreateTargets, puts: { record: string, digestTarget
     failure.push(range(entryKey))
     written.push(entryKey)
   }
-  if (minter !== undefined) {
-    compare.push(
-      { key: Buffer.from(minter.recordKey), target: CompareTarget.Create, result: CompareResult.Equal, create_revision: minter.createRevision },
-      { key: Buffer.from(minter.fenceKey), target: CompareTarget.Mod, result: CompareResult.Less, mod_revision: minter.createRevision }
-    )
-  }
+  if (minter !== undefined) compare.push(...minterCompares(minter))
   return { request: { compare, success, failure }, puts: written }
 }
 
@@ -81,10 +122,12 @@ function createTxn (targets: CreateTargets, puts: { record: string, digestTarget
  * With `idempotency`, the same transaction writes that entry too, guarded by "it does not
  * exist": if another request with the same Idempotency-Key wrote it first, nothing is written
  * and IdempotencyEntryExistsError carries the entry. With `minter`, the API key the request
- * authenticated with, the transaction is also guarded by "that key still exists and no
- * revocation fence of its username came after it": a leaked key cannot mint past a revoke-all
- * (CredentialRevokedError). The transaction goes through group commit (group-commit.ts): it may
- * share an etcd transaction with other creates, its guards and its outcome its own.
+ * authenticated with, the transaction is also guarded by "that key is as it was verified and no
+ * revocation fence of its username came after it": a leaked key cannot mint past a revoke-all,
+ * nor after it was deleted, disabled or rotated away (CredentialRevokedError). A key changed
+ * otherwise meanwhile (a label) is verified again, and the create tried again. The transaction
+ * goes through group commit (group-commit.ts): it may share an etcd transaction with other
+ * creates, its guards and its outcome its own.
  */
 export async function createKey (store: StoreCore, apiKey: ApiKey, digest: string, deadline: Deadline, options: CreateOptions = {}): Promise<StoredKey> {
   const { idempotency, minter } = options
@@ -94,7 +137,7 @@ export async function createKey (store: StoreCore, apiKey: ApiKey, digest: strin
     recordKey: keys.record(namespace, name),
     digestKey: keys.digest(digest),
     entryKey: idempotency && keys.idempotency(idempotency.entryId),
-    minter: minter && { recordKey: keys.record(minter.apiKey.metadata.namespace, minter.apiKey.metadata.name), fenceKey: keys.fence(minter.apiKey.username), createRevision: minter.createRevision }
+    minter: minter && minterGuard(keys, minter.key)
   }
   const record: StoredRecord = { ...apiKey, key_sha256: digest, ...(idempotency !== undefined && { idempotency_entry: idempotency.entryId }) }
   const puts = { record: JSON.stringify(record), digestTarget: EtcdKeys.digestTarget(namespace, name), entry: idempotency?.entry }
@@ -123,12 +166,18 @@ export async function createKey (store: StoreCore, apiKey: ApiKey, digest: strin
     if (existing && parseRecord(existing).key_sha256 === digest) {
       return { apiKey, revision: Number(existing.mod_revision), createRevision: Number(existing.create_revision) }
     }
-    store.revokeLease(lease)
     const entry = targets.entryKey === undefined ? undefined : res.responses[1]?.response_range?.kvs[0]
+    // Neither the record nor the entry was in the way, and a digest is never shared: the minter's
+    // guard failed. If the minter still authenticates, the create goes again, guarded by it as it is now.
+    const minterNow = entry || existing || attempt >= MAX_UPDATE_ATTEMPTS ? undefined : await recheckMinter(minter, deadline).catch(err => { store.revokeLease(lease); throw err })
+    if (minterNow !== undefined) {
+      targets.minter = minterGuard(keys, minterNow)
+      continue
+    }
+    store.revokeLease(lease)
     if (entry) throw new IdempotencyEntryExistsError(entry.value.toString('utf8'))
     if (existing) throw new KeyExistsError(`apikey ${name} already exists`)
-    // Neither the record nor the entry was in the way, and a digest is never shared: the minter's guard failed.
-    throw new CredentialRevokedError('the apikey that made this request was revoked')
+    throw new EtcdUnavailableError('too many conflicting writes')
   }
 }
 
@@ -153,13 +202,15 @@ export async function previousDigestLease (
 
 /**
  * One compare-and-swap of a record from `current` to `after`, guarded by its revision and by both
- * usernames' fences. An unchanged expiry keeps the lease; a changed one moves the record, its
+ * usernames' fences (and, for a change made with an API key, by that key: see minterCompares). An unchanged expiry keeps the lease; a changed one moves the record, its
  * digest entry and its usage entry (guarded by its revision as read) to a new lease (or to none),
  * and ends the key's Idempotency-Key entries, which cannot follow; a previous digest still in its
  * grace moves to a lease that ends with the grace (or the key). Resolves with the written
  * revision, or undefined when the guard failed.
  */
-async function swapRecord (store: StoreCore, recordKey: string, current: ReadRecord, usage: UsageRead, after: StoredRecord, deadline: Deadline): Promise<number | undefined> {
+async function swapRecord (
+  store: StoreCore, recordKey: string, current: ReadRecord, usage: UsageRead, after: StoredRecord, deadline: Deadline, minter?: MinterGuard
+): Promise<number | undefined> {
   const { keys } = store
   const before = current.value
   const written = JSON.stringify(after)
@@ -187,6 +238,7 @@ async function swapRecord (store: StoreCore, recordKey: string, current: ReadRec
       ]
   // The usage entry must not stay on the old lease, which is revoked below: it moves too.
   if (!keepLease) compare.push(revisionIs(usage.key, Number(usage.kv?.mod_revision ?? 0)))
+  if (minter !== undefined) compare.push(...minterCompares(minter))
   // Sent with the writes that arrive together (group commit), guarded on its own.
   const res = await store.commitGrouped({ request: { compare, success, failure: [] }, puts: keysOf(success) }, deadline)
   if (res.succeeded) {
@@ -219,14 +271,18 @@ function updatedRecord (stored: StoredRecord, { last_used_at: _lastUse, ...after
  * Applies `change` to the stored key with compare-and-swap on its revision, and retries on a
  * conflicting write, as the Kubernetes API server does: concurrent updates all apply. `change`
  * may throw to refuse the update. A revoked key is not found, and a revocation fence written
- * between the read and the write fails the write (the retry then finds the key revoked).
+ * between the read and the write fails the write (the retry then finds the key revoked). With
+ * `minter`, the API key the request authenticated with, the write holds only while that key
+ * still authenticates (CredentialRevokedError): a leaked key's PATCH under way cannot switch it
+ * back on after an admin disabled it.
  */
 export async function updateKey (
   store: StoreCore, namespace: string, name: string,
   change: (current: StoredKey) => ApiKey | Promise<ApiKey>,
-  deadline: Deadline
+  deadline: Deadline, minter?: Minter
 ): Promise<StoredKey> {
   const recordKey = store.keys.record(namespace, name)
+  let guard = minter && minterGuard(store.keys, minter.key)
   let written: string | undefined
   for (let attempt = 1; ; attempt++) {
     const current = await store.getLiveRecord(recordKey, deadline)
@@ -245,9 +301,11 @@ export async function updateKey (
     }
     const record = updatedRecord(current.value, after)
     written = JSON.stringify(record)
-    const revision = await swapRecord(store, recordKey, current, usage, record, deadline)
+    const revision = await swapRecord(store, recordKey, current, usage, record, deadline, guard)
     if (revision !== undefined) return { apiKey: after, revision, createRevision: current.createRevision }
     if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
+    // The key, a fence or the minter changed: a minter that no longer authenticates ends it here.
+    if (minter !== undefined) guard = minterGuard(store.keys, await recheckMinter(minter, deadline))
   }
 }
 
@@ -261,10 +319,13 @@ async function readUsage (store: StoreCore, recordKey: string, current: ReadReco
  * Deletes a key with its digest index entry and its Idempotency-Key entry in one transaction
  * guarded by the revision read. `check` may throw to refuse the delete. A key that vanished
  * after a conflicting attempt was deleted (by this call's own retried write, or by a concurrent
- * delete): the goal holds. A revoked key is not found.
+ * delete): the goal holds. A revoked key is not found. With `minter`, as updateKey.
  */
-export async function deleteKey (store: StoreCore, namespace: string, name: string, check: (current: StoredKey) => void | Promise<void>, deadline: Deadline): Promise<void> {
+export async function deleteKey (
+  store: StoreCore, namespace: string, name: string, check: (current: StoredKey) => void | Promise<void>, deadline: Deadline, minter?: Minter
+): Promise<void> {
   const recordKey = store.keys.record(namespace, name)
+  let guard = minter && minterGuard(store.keys, minter.key)
   for (let attempt = 1; ; attempt++) {
     const current = await store.getLiveRecord(recordKey, deadline)
     if (!current) {
@@ -272,8 +333,9 @@ export async function deleteKey (store: StoreCore, namespace: string, name: stri
       return
     }
     await check(storedKey(current))
-    if (await deleteRecord(store, recordKey, current, deadline)) return
+    if (await deleteRecord(store, recordKey, current, deadline, guard)) return
     if (attempt >= MAX_UPDATE_ATTEMPTS) throw new EtcdUnavailableError('too many conflicting writes')
+    if (minter !== undefined) guard = minterGuard(store.keys, await recheckMinter(minter, deadline))
   }
 }
 
@@ -282,7 +344,7 @@ export async function deleteKey (store: StoreCore, namespace: string, name: stri
  * Idempotency-Key entries and usage entry, unless it changed since; true when it did. Its lease,
  * if any, holds nothing any more and is revoked.
  */
-export async function deleteRecord (store: StoreCore, recordKey: string, current: ReadRecord, deadline: Deadline): Promise<boolean> {
+export async function deleteRecord (store: StoreCore, recordKey: string, current: ReadRecord, deadline: Deadline, minter?: MinterGuard): Promise<boolean> {
   const { keys } = store
   const { key_sha256: digest, previous_sha256: previous } = current.value
   const success = [
@@ -293,7 +355,8 @@ export async function deleteRecord (store: StoreCore, recordKey: string, current
     remove(keys.usageOfRecord(recordKey))
   ]
   // Sent with the writes that arrive together (group commit), guarded on its own.
-  const res = await store.commitGrouped({ request: { compare: [revisionIs(recordKey, current.revision)], success, failure: [] }, puts: keysOf(success) }, deadline)
+  const compare = [revisionIs(recordKey, current.revision), ...minter === undefined ? [] : minterCompares(minter)]
+  const res = await store.commitGrouped({ request: { compare, success, failure: [] }, puts: keysOf(success) }, deadline)
   if (res.succeeded) store.revokeLease(current.lease)
   return res.succeeded
 }

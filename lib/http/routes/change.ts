@@ -31,7 +31,7 @@ export function patchHandler (ctx: RouteContext) {
       }
       validateUpdate(caller, current.apiKey, after)
       return after
-    }, ctx.deadline(request))
+    }, ctx.deadline(request), ctx.minterOf(request))
     ctx.audit(request, 'patch', { namespace, name: apikey, username: updated.apiKey.username, fields: Object.keys(request.body as object) })
     reply.header('etag', etagOf(updated.revision))
     return updated.apiKey
@@ -49,7 +49,7 @@ export function deleteHandler (ctx: RouteContext) {
         throw new PermissionDeniedError(`${callerOf(request).username} may not delete this key`)
       }
       username = current.apiKey.username
-    }, ctx.deadline(request))
+    }, ctx.deadline(request), ctx.minterOf(request))
     ctx.audit(request, 'delete', { namespace, name: apikey, username })
     return reply.code(204).send(null)
   }

@@ -1,6 +1,7 @@
 // What every handler works with: the store, the settings, and the few steps they share.
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { ApiKeyStore, StoredKey } from '../../store/store.js'
+import type { Minter } from '../../store/transactions.js'
 import { KeyNotFoundError } from '../../store/errors.js'
 import type { Action, Authorize, Caller } from '../../keys/authorization.js'
 import type { ApiKey } from '../../keys/schemas.js'
@@ -27,8 +28,8 @@ export interface RoutesOptions {
   authorize: Authorize
   /** True when `authorize` is the default policy, whose answer for an admin is always yes. */
   defaultPolicy: boolean
-  /** The API key the request authenticated with, if it did with one. */
-  credentialOf: (request: FastifyRequest) => StoredKey | undefined
+  /** The API key the request authenticated with, if it did with one, and how to verify it again. */
+  minterOf: (request: FastifyRequest) => Minter | undefined
 }
 
 /** The request's caller; the onRequest hook has set it before any handler runs. */

@@ -7,6 +7,8 @@ import { digestSecret } from '../../keys/secrets.js'
 import { PermissionDeniedError, InvalidRequestError, ReplayedKeyGoneError } from '../../keys/errors.js'
 import { idempotencyEntryId, openIdempotencyEntry, requestFingerprint, sealIdempotencyEntry } from '../../keys/idempotency.js'
 import { IdempotencyEntryExistsError } from '../../store/errors.js'
+import type { Minter } from '../../store/transactions.js'
+import type { StoredKey } from '../../store/store.js'
 import { parseIdempotencyKey } from '../idempotency-header.js'
 import { callerOf, type RouteContext } from './context.js'
 
@@ -39,6 +41,21 @@ async function replay (ctx: RouteContext, request: CreateRequest, reply: Fastify
   return ctx.sendCreated(reply.header('idempotent-replayed', 'true'), current, entry.secret)
 }
 
+/**
+ * The minter, whose check after a change also applies `rule` to the key as it is then (its
+ * lifetime: an expiry moved earlier meanwhile bounds the key being made).
+ */
+function boundedMinter (minter: Minter | undefined, rule: (fresh: StoredKey) => void): Minter | undefined {
+  return minter && {
+    key: minter.key,
+    recheck: async deadline => {
+      const fresh = await minter.recheck(deadline)
+      if (fresh !== null) rule(fresh)
+      return fresh
+    }
+  }
+}
+
 export function createHandler (ctx: RouteContext) {
   const { store, settings } = ctx
   return async (request: CreateRequest, reply: FastifyReply) => {
@@ -69,8 +86,9 @@ export function createHandler (ctx: RouteContext) {
           entryId: idempotency.entryId,
           entry: sealIdempotencyEntry(idempotency.idempotencyKey, idempotency.entryId, { namespace, name: apiKey.metadata.name, fingerprint: idempotency.fingerprint, secret })
         },
-        // A key minting a key: only while it is itself not revoked (revoke-all wins the race).
-        minter: ctx.credentialOf(request)
+        // A key minting a key: only while it still authenticates as verified (revoke-all,
+        // disabling, rotating or deleting it wins the race), and never past its lifetime as it is then.
+        minter: boundedMinter(ctx.minterOf(request), fresh => validateCreate({ ...caller, expiresAt: fresh.apiKey.expires_at }, apiKey))
       })
     } catch (err) {
       // A request with the same Idempotency-Key won the race: answer its key.

@@ -84,8 +84,9 @@ export function rotateHandler (ctx: RouteContext) {
           entryId: idempotency.entryId,
           entry: sealIdempotencyEntry(idempotency.idempotencyKey, idempotency.entryId, { namespace, name: apikey, fingerprint: idempotency.fingerprint, secret })
         },
-        // A key rotating a key: only while it is itself not revoked (revoke-all wins the race).
-        minter: ctx.credentialOf(request)
+        // A key rotating a key: only while it still authenticates as verified (revoke-all,
+        // disabling, rotating or deleting it wins the race).
+        minter: ctx.minterOf(request)
       }, ctx.deadline(request))
     } catch (err) {
       // A request with the same Idempotency-Key won the race: answer its rotation.
