@@ -337,6 +337,21 @@ t.test('a key disabled, rotated, deleted or shortened while its write is under w
   t.match(tooLong.json().message, `expires at ${soon - 1800}`, 'naming the new expiry')
   t.same((await records()).filter(key => !before.includes(key)), [], 'and nothing was made')
 
+  // A PATCH and a rotation by a key whose expiry moved earlier meanwhile: bounded by the new one.
+  const bounded = await api.createKey('m', { username: 'kim', expires_at: soon })
+  const target = await api.createKey('m', { username: 'kim', expires_at: soon - 600 })
+  const movedPatch = await heldWhile(
+    () => api.call({ method: 'PATCH', path: `/${target.location}`, body: { expires_at: soon - 300 }, auth: keyAuth(bounded.secret), headers: HOLD }),
+    patchKey(bounded, { expires_at: soon - 1800 }))
+  checkError(t, movedPatch, 403, 4, 'a PATCH past the new expiry of the key that makes it')
+  t.equal((await api.call({ path: `/${target.location}` })).json().expires_at, soon - 600, 'the patched key keeps its expiry')
+  const rotator = await api.createKey('m', { username: 'kim', expires_at: soon })
+  const movedRotation = await heldWhile(
+    () => api.call({ method: 'POST', path: `/${target.location}/rotate`, body: {}, auth: keyAuth(rotator.secret), headers: HOLD }),
+    patchKey(rotator, { expires_at: soon - 1800 }))
+  checkError(t, movedRotation, 403, 4, 'a rotation of a key that outlives the new expiry of the key that makes it')
+  t.equal((await api.call({ path: '/namespaces/m/apikey', auth: keyAuth(target.secret) })).statusCode, 200, 'the key\'s secret still works')
+
   // A rotation made by a key disabled meanwhile: refused, the rotated key's secret unchanged.
   const minter = await api.createKey('m', { username: 'kim' })
   const other = await api.createKey('m', { username: 'kim' })

@@ -21,6 +21,8 @@ export function patchHandler (ctx: RouteContext) {
     const { namespace, apikey } = request.params
     const ifMatch = request.headers['if-match']
     const caller = callerOf(request)
+    // Made with an API key: only while that key still authenticates, and bounded by its lifetime as it is then.
+    const writer = ctx.writer(request)
     const updated = await ctx.store.update(namespace, apikey, async (current) => {
       // Visibility first, so that neither If-Match nor validation reveals another user's key.
       await ctx.ensureVisible(request, namespace, current.apiKey)
@@ -29,9 +31,9 @@ export function patchHandler (ctx: RouteContext) {
       if (!await ctx.allowed(request, 'patch', namespace, after)) {
         throw new PermissionDeniedError(`${caller.username} may not make this change`)
       }
-      validateUpdate(caller, current.apiKey, after)
+      validateUpdate(writer.caller(), current.apiKey, after)
       return after
-    }, ctx.deadline(request), ctx.minterOf(request))
+    }, ctx.deadline(request), writer.minter)
     ctx.audit(request, 'patch', { namespace, name: apikey, username: updated.apiKey.username, fields: Object.keys(request.body as object) })
     reply.header('etag', etagOf(updated.revision))
     return updated.apiKey
@@ -49,7 +51,7 @@ export function deleteHandler (ctx: RouteContext) {
         throw new PermissionDeniedError(`${callerOf(request).username} may not delete this key`)
       }
       username = current.apiKey.username
-    }, ctx.deadline(request), ctx.minterOf(request))
+    }, ctx.deadline(request), ctx.writer(request).minter)
     ctx.audit(request, 'delete', { namespace, name: apikey, username })
     return reply.code(204).send(null)
   }

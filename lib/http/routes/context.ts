@@ -64,6 +64,31 @@ export function routeContext (options: RoutesOptions, prefix: string) {
       return Promise.resolve(answer).then(yes => { if (!yes) throw notFound() })
     },
     /**
+     * Who makes a write: the API key it is made with, if the request authenticated with one (the
+     * write holds only while that key still authenticates: see Minter), and the caller as that key
+     * is now. When the write finds the key changed and verifies it again, the caller's expiry
+     * becomes the key's `expires_at` as it is then, which bounds what the write makes from then
+     * on; `rule` is asked again with that caller.
+     */
+    writer (request: FastifyRequest, rule?: (caller: Caller) => void): { caller: () => Caller, minter: Minter | undefined } {
+      let caller = callerOf(request)
+      const minter = options.minterOf(request)
+      return {
+        caller: () => caller,
+        minter: minter && {
+          key: minter.key,
+          recheck: async deadline => {
+            const fresh = await minter.recheck(deadline)
+            if (fresh !== null) {
+              caller = { ...caller, expiresAt: fresh.apiKey.expires_at }
+              rule?.(caller)
+            }
+            return fresh
+          }
+        }
+      }
+    },
+    /**
      * One audit line for every change: who, what, when (the line's time), from where. Names and
      * fields only, never values: a key's headers may hold credentials, and never its secret.
      */

@@ -7,8 +7,6 @@ import { digestSecret } from '../../keys/secrets.js'
 import { PermissionDeniedError, InvalidRequestError, ReplayedKeyGoneError } from '../../keys/errors.js'
 import { idempotencyEntryId, openIdempotencyEntry, requestFingerprint, sealIdempotencyEntry } from '../../keys/idempotency.js'
 import { IdempotencyEntryExistsError } from '../../store/errors.js'
-import type { Minter } from '../../store/transactions.js'
-import type { StoredKey } from '../../store/store.js'
 import { parseIdempotencyKey } from '../idempotency-header.js'
 import { callerOf, type RouteContext } from './context.js'
 
@@ -39,21 +37,6 @@ async function replay (ctx: RouteContext, request: CreateRequest, reply: Fastify
   await ctx.ensureVisible(request, entry.namespace, current.apiKey)
   request.log.info({ idempotency: { replayed: `${entry.namespace}/${entry.name}` } }, 'apikey create replayed')
   return ctx.sendCreated(reply.header('idempotent-replayed', 'true'), current, entry.secret)
-}
-
-/**
- * The minter, whose check after a change also applies `rule` to the key as it is then (its
- * lifetime: an expiry moved earlier meanwhile bounds the key being made).
- */
-function boundedMinter (minter: Minter | undefined, rule: (fresh: StoredKey) => void): Minter | undefined {
-  return minter && {
-    key: minter.key,
-    recheck: async deadline => {
-      const fresh = await minter.recheck(deadline)
-      if (fresh !== null) rule(fresh)
-      return fresh
-    }
-  }
 }
 
 export function createHandler (ctx: RouteContext) {
@@ -88,7 +71,7 @@ export function createHandler (ctx: RouteContext) {
         },
         // A key minting a key: only while it still authenticates as verified (revoke-all,
         // disabling, rotating or deleting it wins the race), and never past its lifetime as it is then.
-        minter: boundedMinter(ctx.minterOf(request), fresh => validateCreate({ ...caller, expiresAt: fresh.apiKey.expires_at }, apiKey))
+        minter: ctx.writer(request, now => validateCreate(now, apiKey)).minter
       })
     } catch (err) {
       // A request with the same Idempotency-Key won the race: answer its key.

@@ -67,6 +67,7 @@ export function rotateHandler (ctx: RouteContext) {
       if (stored !== null) return await replay(ctx, request, reply, idempotency, stored)
     }
     const { secret, digest } = prepareForRotate(settings.keyPrefix)
+    const writer = ctx.writer(request)
     let done
     try {
       done = await store.rotate(namespace, apikey, async (current) => {
@@ -76,7 +77,7 @@ export function rotateHandler (ctx: RouteContext) {
         if (!await ctx.allowed(request, 'rotate', namespace, current.apiKey)) {
           throw new PermissionDeniedError(`${caller.username} may not rotate this key`)
         }
-        validateRotate(caller, current.apiKey)
+        validateRotate(writer.caller(), current.apiKey)
         return rotated(current.apiKey)
       }, digest, {
         graceSeconds,
@@ -85,8 +86,8 @@ export function rotateHandler (ctx: RouteContext) {
           entry: sealIdempotencyEntry(idempotency.idempotencyKey, idempotency.entryId, { namespace, name: apikey, fingerprint: idempotency.fingerprint, secret })
         },
         // A key rotating a key: only while it still authenticates as verified (revoke-all,
-        // disabling, rotating or deleting it wins the race).
-        minter: ctx.minterOf(request)
+        // disabling, rotating or deleting it wins the race), and never past its lifetime as it is then.
+        minter: writer.minter
       }, ctx.deadline(request))
     } catch (err) {
       // A request with the same Idempotency-Key won the race: answer its rotation.
