@@ -76,7 +76,7 @@ t.test('disable stops a key authenticating, enable lets it again; info and list 
   t.notOk((await srv.api('GET', `/namespaces/default/apikey/${name}`)).body.disabled === true, 'no longer disabled')
   t.ok(await works(secret), 'it authenticates again')
   // last_used_at is written off the request path: wait for it, then see it in the table.
-  const lastUsed = await waitFor(async () => JSON.parse((await cli(['info', name, '--format', 'json'])).stdout).last_used_at, { what: 'last_used_at after the key was used', timeout: 60_000, interval: 1000 })
+  const lastUsed = await waitFor(async () => JSON.parse((await cli(['info', name, '--format', 'json'])).stdout).last_used_at, { what: 'last_used_at after the key was used', timeout: 15_000, interval: 250 })
   const row = tableRows((await cli(['list'])).stdout).rows.find(r => r[0] === name)
   t.equal(row?.[5], new Date(lastUsed * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z'), 'the Last used column shows it')
   const missing = await cli(['disable', 'no-such-key'])

@@ -37,6 +37,7 @@ t.test('a bad variable stops the start with one line that names it', async t => 
     [{ ETCD_ENDPOINTS: 'http://a:1,b:2' }, 'ETCD_ENDPOINTS'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ REQUEST_TIMEOUT_MS: '0' }, 'REQUEST_TIMEOUT_MS'],
+    [{ LAST_USE_INTERVAL_MS: '86400001' }, 'LAST_USE_INTERVAL_MS'],
     [{ ETCD_USERNAME: 'root' }, 'ETCD_USERNAME and ETCD_PASSWORD'],
     [{ TLS_CERT_FILE: '/nonexistent/cert.pem', TLS_KEY_FILE: '/nonexistent/key.pem' }, 'TLS_CERT_FILE'],
     [{ ETCD_CA_FILE: '/nonexistent/ca.pem' }, 'ETCD_CA_FILE'],

@@ -41,6 +41,7 @@ export const ServerEnvironment = Type.Object({
   REQUEST_TIMEOUT_MS: Type.Optional(variable('^[1-9][0-9]{0,6}$', 'milliseconds, a positive integer')),
   LOG_LEVEL: Type.Optional(variable('^(fatal|error|warn|info|debug|trace|silent)$', 'one of fatal, error, warn, info, debug, trace, silent')),
   HTTP_REQUEST_TIMEOUT_MS: Type.Optional(variable('^[1-9][0-9]{0,6}$', 'milliseconds, a positive integer')),
+  LAST_USE_INTERVAL_MS: Type.Optional(variable('^[1-9][0-9]{0,7}$', 'milliseconds, a positive integer up to 86400000')),
   AUTH_FAILURE_MAX: Type.Optional(variable('^(0|[1-9][0-9]{0,6})$', 'a number of failed authentications, 0 for no limit')),
   AUTH_FAILURE_WINDOW_MS: Type.Optional(variable('^[1-9][0-9]{0,8}$', 'milliseconds, a positive integer')),
   WRITE_LIMIT_PER_SECOND: Type.Optional(variable('^(0|[1-9][0-9]{0,6})$', 'writes a non-admin username regains per second, 0 for no limit')),
@@ -70,6 +71,8 @@ export interface ServerConfig {
   logLevel: string
   /** Milliseconds for a client to send a whole request (headers and body). */
   httpRequestTimeout: number
+  /** The plugin's lastUseInterval: milliseconds between writes of one key's last_used_at. */
+  lastUseInterval: number
   authFailureLimit: { max: number, timeWindow: number } | false
   /** A non-admin username's writes: tokens per second, and the bucket's size. */
   writeLimit: { perSecond: number, burst: number } | false
@@ -140,11 +143,13 @@ export function loadConfig (env: NodeJS.ProcessEnv): ServerConfig {
     throw new ConfigError(`${name} must be ${schema.description}${shown}`)
   }
   const e = known as Environment
-  const port = (name: keyof Environment, fallback: number) => {
+  /** A number variable (its pattern already checked) up to `max`. */
+  const bounded = (name: keyof Environment, fallback: number, max: number) => {
     const value = e[name] === undefined ? fallback : Number(e[name])
-    if (value > 65535) throw new ConfigError(`${name} must be ${ServerEnvironment.properties[name].description} (got ${JSON.stringify(e[name])})`)
+    if (value > max) throw new ConfigError(`${name} must be ${ServerEnvironment.properties[name].description} (got ${JSON.stringify(e[name])})`)
     return value
   }
+  const port = (name: keyof Environment, fallback: number) => bounded(name, fallback, 65535)
   const adminTokens = e.APIKEY_ADMIN_TOKEN === undefined ? undefined : adminTokensOf(e.APIKEY_ADMIN_TOKEN)
   checkMetricsToken(e.METRICS_TOKEN, adminTokens ?? [], 'APIKEY_ADMIN_TOKEN')
   const dataDir = resolve(e.DATA_DIR ?? './data')
@@ -178,6 +183,7 @@ export function loadConfig (env: NodeJS.ProcessEnv): ServerConfig {
     requestTimeout: e.REQUEST_TIMEOUT_MS === undefined ? defaults.requestTimeout : Number(e.REQUEST_TIMEOUT_MS),
     logLevel: e.LOG_LEVEL ?? 'info',
     httpRequestTimeout: Number(e.HTTP_REQUEST_TIMEOUT_MS ?? 30_000),
+    lastUseInterval: bounded('LAST_USE_INTERVAL_MS', defaults.lastUseInterval, 86_400_000),
     authFailureLimit: e.AUTH_FAILURE_MAX === '0'
       ? false
       : {

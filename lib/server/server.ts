@@ -121,6 +121,7 @@ export async function buildServer (config: ServerConfig, endpoints: string[], op
     etcd: etcdClientOptions(config, endpoints),
     root: config.root,
     requestTimeout: config.requestTimeout,
+    lastUseInterval: config.lastUseInterval,
     authFailureLimit: config.authFailureLimit,
     writeLimit: config.writeLimit,
     authenticate: anyOf(bearerTokens(admin.tokens), apiKeyAuth({ admins: config.admins })),

@@ -72,7 +72,9 @@ export async function startCliServer (t: { teardown(fn: () => unknown): void }, 
     ETCD_ENDPOINTS: etcd.endpoints.join(','),
     ETCD_ROOT: uniqueRoot(),
     APIKEY_ADMIN_TOKEN: ADMIN_TOKEN,
-    AUTH_FAILURE_MAX: '0'
+    AUTH_FAILURE_MAX: '0',
+    // last_used_at within a second of a use, not a minute (test/cli-lifecycle.test.ts waits for it).
+    LAST_USE_INTERVAL_MS: '1000'
   })
   t.teardown(() => server.stop())
   const url = `http://127.0.0.1:${port}`
