@@ -1,5 +1,5 @@
 // A key as etcd holds it (its record), and how it is read back.
-import type { IKeyValue, PutBuilder } from 'etcd3'
+import type { IKeyValue } from 'etcd3'
 import type { ApiKey } from '../keys/schemas.js'
 import { GRPC_DEFAULT_RECEIVE_BYTES } from './client-policy.js'
 
@@ -88,9 +88,4 @@ export function toApiKey (record: StoredRecord): ApiKey {
 
 export function storedKey (record: ReadRecord): StoredKey {
   return { apiKey: toApiKey(record.value), revision: record.revision, createRevision: record.createRevision, lease: record.lease }
-}
-
-/** A put on `lease`, or on none. */
-export function withLease (put: PutBuilder, lease: string | undefined): PutBuilder {
-  return lease === undefined ? put : put.lease(lease)
 }

@@ -1,13 +1,14 @@
 // Rotation: a key's new secret, and the old one's end, in one etcd transaction with the record.
-import { EtcdLeaseInvalidError } from 'etcd3'
+import { EtcdLeaseInvalidError, type ITxnRequest } from 'etcd3'
 import type { ApiKey } from '../keys/schemas.js'
 import { EtcdKeys } from './key-builder.js'
 import type { Deadline } from './calls.js'
 import type { StoreCore } from './core.js'
 import {
-  MAX_UPDATE_ATTEMPTS, minterGuard, outlivedByIdempotency, previousDigestLease, recheckMinter, type CreateOptions
+  MAX_UPDATE_ATTEMPTS, absent, minterCompares, minterGuard, noFenceAfter, outlivedByIdempotency, previousDigestLease, put, putKeepingLease,
+  range, recheckMinter, remove, revisionIs, type CreateOptions
 } from './transactions.js'
-import { MAX_ROTATION_ENTRIES, parseRecord, storedKey, withLease, type ReadRecord, type StoredKey, type StoredRecord } from './records.js'
+import { MAX_ROTATION_ENTRIES, parseRecord, storedKey, type ReadRecord, type StoredKey, type StoredRecord } from './records.js'
 import { EtcdUnavailableError, IdempotencyEntryExistsError, KeyNotFoundError } from './errors.js'
 
 export interface RotateOptions extends CreateOptions {
@@ -47,38 +48,35 @@ interface Attempt {
  * The rotation's transaction, guarded as swapRecord is, and by "the new digest and the entry are
  * new" and by the minter (`minter`: as last verified).
  */
-function rotateTxn (store: StoreCore, current: ReadRecord, attempt: Attempt, options: RotateOptions, minter: StoredKey | undefined) {
-  const { client, keys } = store
+function rotateTxn (store: StoreCore, current: ReadRecord, attempt: Attempt, options: RotateOptions, minter: StoredKey | undefined): ITxnRequest {
+  const { keys } = store
   const before = current.value
   const { record, dropped, keyLease, previous, entryLease } = attempt
   const { namespace, name } = before.metadata
   const recordKey = keys.record(namespace, name)
   const target = EtcdKeys.digestTarget(namespace, name)
   const newDigestKey = keys.digest(record.key_sha256)
-  const entryKey = options.idempotency && keys.idempotency(options.idempotency.entryId)
-  const txn = client
-    .if(recordKey, 'Mod', '==', current.revision)
-    .and(keys.fence(before.username), 'Mod', '<', current.createRevision)
-    .and(newDigestKey, 'Create', '==', 0)
-  if (entryKey !== undefined) txn.and(entryKey, 'Create', '==', 0)
-  if (minter !== undefined) {
-    // As minterCompares (transactions.ts): the minter's record as verified, and no fence after it.
-    const guard = minterGuard(keys, minter)
-    txn.and(guard.recordKey, 'Mod', '==', guard.revision).and(guard.fenceKey, 'Mod', '<', guard.createRevision)
-  }
   const oldDigestKey = keys.digest(before.key_sha256)
-  const ops = [
-    client.put(recordKey).value(JSON.stringify(record)).ignoreLease(),
-    withLease(client.put(newDigestKey).value(target), keyLease),
-    // The old digest: gone now, or put again on a lease that etcd ends with the grace.
-    previous === undefined ? client.delete().key(oldDigestKey) : withLease(client.put(oldDigestKey).value(target), previous.lease),
-    // Only one previous digest at a time: one still in an earlier grace ends now.
-    ...before.previous_sha256 === undefined ? [] : [client.delete().key(keys.digest(before.previous_sha256))],
-    ...dropped.map(entryId => client.delete().key(keys.idempotency(entryId))),
-    ...entryKey === undefined || options.idempotency === undefined ? [] : [withLease(client.put(entryKey).value(options.idempotency.entry), entryLease)]
+  const entry = options.idempotency && { key: keys.idempotency(options.idempotency.entryId), value: options.idempotency.entry }
+  const compare = [
+    revisionIs(recordKey, current.revision),
+    noFenceAfter(keys.fence(before.username), current.createRevision),
+    absent(newDigestKey),
+    ...entry === undefined ? [] : [absent(entry.key)],
+    ...minter === undefined ? [] : minterCompares(minterGuard(keys, minter))
   ]
-  const reads = [client.get(recordKey), ...entryKey === undefined ? [] : [client.get(entryKey)]]
-  return txn.then(...ops).else(...reads)
+  const success = [
+    putKeepingLease(recordKey, JSON.stringify(record)),
+    put(newDigestKey, target, keyLease),
+    // The old digest: gone now, or put again on a lease that etcd ends with the grace.
+    previous === undefined ? remove(oldDigestKey) : put(oldDigestKey, target, previous.lease),
+    // Only one previous digest at a time: one still in an earlier grace ends now.
+    ...before.previous_sha256 === undefined ? [] : [remove(keys.digest(before.previous_sha256))],
+    ...dropped.map(entryId => remove(keys.idempotency(entryId))),
+    ...entry === undefined ? [] : [put(entry.key, entry.value, entryLease)]
+  ]
+  const failure = [range(recordKey), ...entry === undefined ? [] : [range(entry.key)]]
+  return { compare, success, failure }
 }
 
 /** The leases one attempt needs: the key's own (kept), the old digest's during a grace, the entry's. */
@@ -123,7 +121,7 @@ export async function rotateKey (
     const leases = await leasesFor(store, current, graceUntil, options, deadline)
     let res
     try {
-      res = await store.call('txn', deadline, callOptions => rotateTxn(store, current, { record, dropped, ...leases }, options, minter).options(callOptions).commit())
+      res = await store.call('txn', deadline, callOptions => store.client.kv.txn(rotateTxn(store, current, { record, dropped, ...leases }, options, minter), callOptions))
     } catch (err) {
       if (leases.previous?.granted === true) store.revokeLease(leases.previous.lease)
       // A lease that ended meanwhile: the key's (it expired: the next read says so) or the shared idempotency one.

@@ -55,10 +55,7 @@ export function minterGuard (keys: EtcdKeys, minter: StoredKey): MinterGuard {
  * username after it (so that revoke-all does).
  */
 export function minterCompares (guard: MinterGuard): ICompare[] {
-  return [
-    { key: Buffer.from(guard.recordKey), target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: guard.revision },
-    { key: Buffer.from(guard.fenceKey), target: CompareTarget.Mod, result: CompareResult.Less, mod_revision: guard.createRevision }
-  ]
+  return [revisionIs(guard.recordKey, guard.revision), noFenceAfter(guard.fenceKey, guard.createRevision)]
 }
 
 /**
@@ -84,17 +81,24 @@ interface CreateTargets {
   minter?: MinterGuard
 }
 
-const absent = (key: string): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 })
-const range = (key: string): IRequestOp => ({ request_range: { key: Buffer.from(key) } })
-const remove = (key: string): IRequestOp => ({ request_delete_range: { key: Buffer.from(key) } })
-const revisionIs = (key: string, revision: number): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: revision })
+// The parts of etcd transactions, as etcd's request (not the client's builder: group commit nests them).
+export const absent = (key: string): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 })
+export const range = (key: string): IRequestOp => ({ request_range: { key: Buffer.from(key) } })
+export const remove = (key: string): IRequestOp => ({ request_delete_range: { key: Buffer.from(key) } })
+export const revisionIs = (key: string, revision: number): ICompare => ({ key: Buffer.from(key), target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: revision })
+/** No revocation fence at `fenceKey` written after `createRevision` (a key created then is not revoked by it). */
+export const noFenceAfter = (fenceKey: string, createRevision: number): ICompare =>
+  ({ key: Buffer.from(fenceKey), target: CompareTarget.Mod, result: CompareResult.Less, mod_revision: createRevision })
 /** The keys a transaction's operations write or delete: no two writes of a batch may touch one key. */
 const keysOf = (ops: IRequestOp[]): string[] => ops.flatMap(op => {
   const key = op.request_put?.key ?? op.request_delete_range?.key
   return key === undefined ? [] : [key.toString()]
 })
-const put = (key: string, value: string, lease: string | undefined): IRequestOp =>
+export const put = (key: string, value: string, lease: string | undefined): IRequestOp =>
   ({ request_put: { key: Buffer.from(key), value: Buffer.from(value), ...(lease !== undefined && { lease }) } })
+/** A put that keeps the key's lease, whatever it is. */
+export const putKeepingLease = (key: string, value: string): IRequestOp =>
+  ({ request_put: { key: Buffer.from(key), value: Buffer.from(value), ignore_lease: true } })
 
 /**
  * The create's transaction: every put guarded by "absent", and reads of what was in the way.
@@ -224,11 +228,11 @@ async function swapRecord (
   const target = EtcdKeys.digestTarget(namespace, name)
   const compare = [
     revisionIs(recordKey, current.revision),
-    { key: Buffer.from(keys.fence(before.username)), target: CompareTarget.Mod, result: CompareResult.Less, mod_revision: current.createRevision },
-    { key: Buffer.from(keys.fence(after.username)), target: CompareTarget.Mod, result: CompareResult.Less, mod_revision: current.createRevision }
+    noFenceAfter(keys.fence(before.username), current.createRevision),
+    noFenceAfter(keys.fence(after.username), current.createRevision)
   ]
   const success = keepLease
-    ? [{ request_put: { key: Buffer.from(recordKey), value: Buffer.from(written), ignore_lease: true } }]
+    ? [putKeepingLease(recordKey, written)]
     : [
         put(recordKey, written, lease),
         put(keys.digest(digest), target, lease),
