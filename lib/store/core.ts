@@ -24,7 +24,7 @@ export interface StoreCore {
   readonly keys: EtcdKeys
   readonly readBatch: number
   call<T>(operation: EtcdOperation, deadline: Deadline, call: (options: { deadline: Date }) => Promise<T>): Promise<T>
-  /** A create's or a patch's transaction, in the next batch of writes (see group-commit.ts). */
+  /** A create's, patch's or delete's transaction, in the next batch of writes (see group-commit.ts). */
   commitGrouped(txn: GroupedTxn, deadline: Deadline): Promise<GroupedResult>
   range(request: RangeRequest, deadline: Deadline): Promise<IRangeResponse>
   getRecord(etcdKey: string, deadline: Deadline, revision?: number): Promise<ReadRecord | null>

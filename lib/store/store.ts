@@ -68,7 +68,7 @@ export class ApiKeyStore implements StoreCore {
   private readonly cache?: WatchCache
   private readonly observer: StoreObserver
   private readonly usage?: UsageRecorder
-  /** Creates and patches that arrive together share one etcd transaction. */
+  /** Creates, patches and deletes that arrive together share one etcd transaction. */
   private readonly writes: GroupCommit
 
   constructor (client: Etcd3, root: string, options: StoreOptions = {}) {
